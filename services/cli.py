@@ -1,0 +1,201 @@
+"""The ``upartners`` command: one subcommand per process, plus operator tools.
+
+This module is the composition root of the processes: it reads the settings once and hands
+them to the service that starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import signal
+import sys
+import tempfile
+from pathlib import Path
+from types import ModuleType
+
+from shared.settings import Settings
+
+SERVICES = ("ingest",)
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def models_of(service: str) -> ModuleType:
+    return importlib.import_module(f"services.{service}.models")
+
+
+def migrate(settings: Settings, services: tuple[str, ...] = SERVICES) -> None:
+    for service in services:
+        models = models_of(service)
+        store = models.open_store(settings)
+        store.db.migrate(models.MIGRATIONS)
+        store.db.dispose()
+
+
+# --- db -----------------------------------------------------------------------------------------
+def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
+    migrate(settings, tuple(args.services) or SERVICES)
+    print("database is at the newest migration:", ", ".join(args.services or SERVICES))
+    return 0
+
+
+def cmd_db_revision(args: argparse.Namespace, settings: Settings) -> int:
+    """Autogenerate a migration from the models against a scratch SQLite database at head."""
+    from alembic import command
+    from alembic.config import Config
+
+    models = models_of(args.service)
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch_settings = Settings(data_dir=Path(scratch))
+        store = models.open_store(scratch_settings)
+        store.db.migrate(models.MIGRATIONS)
+        with store.db.engine.begin() as conn:
+            config = Config()
+            config.set_main_option("script_location", str(models.MIGRATIONS))
+            config.attributes["connection"] = conn
+            command.revision(config, message=args.message, autogenerate=True)
+        store.db.dispose()
+    return 0
+
+
+# --- processes ----------------------------------------------------------------------------------
+def cmd_relay(args: argparse.Namespace, settings: Settings) -> int:
+    from shared.relay import Relay
+
+    migrate(settings, (args.service,))
+    store = models_of(args.service).open_store(settings)
+    relay = Relay(store, make_publisher(settings), batch=settings.relay_batch,
+                  idle=settings.relay_idle)
+    stop_on_signals(relay)
+    logging.getLogger(__name__).info("relay of %s started", args.service)
+    relay.run()
+    return 0
+
+
+def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
+    migrate(settings, (args.service,))
+    config = REPO_ROOT / "deploy" / "gunicorn" / f"{args.service}.py"
+    argv = [sys.executable, "-m", "gunicorn", "--bind", args.bind]
+    if config.exists():
+        argv += ["--config", str(config)]
+    argv.append(f"services.{args.service}.app:create_app()")
+    os.execv(sys.executable, argv)
+    return 0  # not reached
+
+
+def cmd_broker_setup(args: argparse.Namespace, settings: Settings) -> int:
+    from shared.bus.amqp import declare_topology, kombu_connection
+
+    if settings.embedded_bus:
+        print("no UPARTNERS_BROKER_URL: the embedded bus needs no setup")
+        return 0
+    with kombu_connection(settings) as connection:
+        declare_topology(connection, settings)
+    print("RabbitMQ topology declared")
+    return 0
+
+
+def cmd_ingest_secret(args: argparse.Namespace, settings: Settings) -> int:
+    from services.ingest import handlers
+
+    migrate(settings, ("ingest",))
+    store = models_of("ingest").open_store(settings)
+    if args.action == "add":
+        secret_id, secret = handlers.add_secret(store, args.org)
+        print(f"secret {secret_id} for org {args.org} (shown once, store it in the flow engine):")
+        print(secret)
+    elif args.action == "list":
+        for row in handlers.list_secrets(store, args.org):
+            state = f"revoked {row.revoked_at:%Y-%m-%d}" if row.revoked_at else "active"
+            print(f"{row.id}  created {row.created_at:%Y-%m-%d %H:%M}  {state}")
+    else:
+        if not args.id or not handlers.revoke_secret(store, args.org, args.id):
+            print("no such active secret", file=sys.stderr)
+            return 1
+        print(f"secret {args.id} revoked")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from services.embedded import run_embedded
+
+    return run_embedded(settings, host=args.host, port=args.port)
+
+
+# --- helpers ------------------------------------------------------------------------------------
+def make_publisher(settings: Settings):
+    if settings.embedded_bus:
+        from shared.bus.embedded import EmbeddedBus
+
+        return EmbeddedBus(settings)
+    from shared.bus.amqp import ConfirmingPublisher
+
+    return ConfirmingPublisher(settings)
+
+
+def stop_on_signals(*stoppables: object) -> None:
+    """SIGTERM/SIGINT: let each loop finish what it holds, then return."""
+
+    def _stop(_signum: int, _frame: object) -> None:
+        for stoppable in stoppables:
+            stoppable.should_stop = True  # type: ignore[attr-defined]
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="upartners", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="everything in one process on the embedded default")
+    run.add_argument("--host", default="127.0.0.1")
+    run.add_argument("--port", type=int, default=8000)
+    run.set_defaults(func=cmd_run)
+
+    web = sub.add_parser("web", help="an HTTP service under gunicorn")
+    web.add_argument("service", choices=["ingest"])
+    web.add_argument("--bind", default="0.0.0.0:8000")
+    web.set_defaults(func=cmd_web)
+
+    relay = sub.add_parser("relay", help="publish a service's outbox")
+    relay.add_argument("service", choices=SERVICES)
+    relay.set_defaults(func=cmd_relay)
+
+    db = sub.add_parser("db", help="database migrations").add_subparsers(dest="db", required=True)
+    upgrade = db.add_parser("upgrade", help="migrate every (or the named) service to head")
+    upgrade.add_argument("services", nargs="*", metavar="SERVICE")
+    upgrade.set_defaults(func=cmd_db_upgrade)
+    revision = db.add_parser("revision", help="autogenerate a migration for a service")
+    revision.add_argument("service", choices=SERVICES)
+    revision.add_argument("-m", "--message", required=True)
+    revision.set_defaults(func=cmd_db_revision)
+
+    broker = sub.add_parser("broker", help="RabbitMQ tools").add_subparsers(dest="broker",
+                                                                             required=True)
+    broker.add_parser("setup", help="declare exchanges, queues and DLQs").set_defaults(
+        func=cmd_broker_setup)
+
+    ingest = sub.add_parser("ingest", help="ingest tools").add_subparsers(dest="ingest",
+                                                                         required=True)
+    secret = ingest.add_parser("secret", help="an org's webhook secrets")
+    secret.add_argument("action", choices=["add", "list", "revoke"])
+    secret.add_argument("--org", required=True)
+    secret.add_argument("--id", help="the secret to revoke")
+    secret.set_defaults(func=cmd_ingest_secret)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = Settings.from_env()
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    return args.func(args, settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

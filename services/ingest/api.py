@@ -1,0 +1,58 @@
+"""HTTP only: read the webhook, check its credentials, call the handler, shape the answer."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify, request
+
+from services.ingest import handlers
+from services.ingest.domain import InvalidWebhook, parse_webhook
+from services.ingest.handlers import Credentials
+from shared.http import ApiError
+from shared.uow import ServiceStore
+
+bp = Blueprint("ingest", __name__)
+
+
+def _store() -> ServiceStore:
+    return current_app.extensions["upartners.store"]
+
+
+def _credentials() -> Credentials:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    token = value.strip() if scheme.lower() == "token" and value.strip() else None
+    token = token or request.headers.get("X-UPartners-Token") or request.args.get("token")
+    return Credentials(
+        token=token,
+        signature=request.headers.get("X-UPartners-Signature"),
+        timestamp=request.headers.get("X-UPartners-Timestamp"),
+        delivery_id=request.headers.get("X-UPartners-Delivery"),
+    )
+
+
+@bp.post("/webhooks/<org>/flow")
+def receive_flow_webhook(org: str):
+    raw_body = request.get_data(cache=False)  # bounded by MAX_CONTENT_LENGTH: 413 beyond it
+    settings = current_app.config["UPARTNERS_SETTINGS"]
+    if not handlers.authenticate(
+        _store(), org, _credentials(), raw_body, window=settings.signature_window
+    ):
+        raise ApiError(401, "UNAUTHORIZED", "Missing or invalid webhook credentials.")
+    try:
+        inbound = parse_webhook(raw_body, request.headers.get("Content-Type"))
+    except InvalidWebhook as exc:
+        raise ApiError(400, "INVALID_WEBHOOK", str(exc), exc.fields) from exc
+    simulation = request.headers.get("X-Mailroom-Mode", "").strip().lower() == "simulation"
+    accepted = handlers.accept_webhook(_store(), org, inbound, raw_body, simulation=simulation)
+    return jsonify({"status": "accepted", "message": accepted.message_id})
+
+
+@bp.get("/healthz")
+def healthz():
+    return jsonify({"status": "ok"})
+
+
+@bp.get("/readyz")
+def readyz():
+    _store().db.ping()  # a database error becomes a 503 through the error handlers
+    return jsonify({"status": "ready"})

@@ -1,0 +1,22 @@
+"""The ingest web process: ``create_app`` is its composition root (gunicorn calls it)."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from services.ingest import api
+from services.ingest.models import open_store
+from shared.http import register_error_handlers
+from shared.settings import Settings
+from shared.uow import ServiceStore
+
+
+def create_app(settings: Settings | None = None, store: ServiceStore | None = None) -> Flask:
+    settings = settings or Settings.from_env()
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body
+    app.config["UPARTNERS_SETTINGS"] = settings
+    app.extensions["upartners.store"] = store or open_store(settings)
+    register_error_handlers(app)
+    app.register_blueprint(api.bp)
+    return app

@@ -1,0 +1,179 @@
+"""The ingest service layer: check a delivery's credentials, accept a webhook, manage secrets."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+
+from services.ingest.domain import InboundMessage
+from services.ingest.models import Message, WebhookSecret
+from shared import auth
+from shared.db import insert_statement, new_id, utcnow
+from shared.events import MESSAGE_RECEIVED
+from shared.uow import ServiceStore
+
+ORG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What a delivery presented: a static token, or a signature with its timestamp and id."""
+
+    token: str | None = None
+    signature: str | None = None
+    timestamp: str | None = None
+    delivery_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Accepted:
+    message_id: str
+    duplicate: bool
+
+
+def authenticate(
+    store: ServiceStore, org: str, credentials: Credentials, body: bytes, *, window: int
+) -> bool:
+    """True if the delivery carries a valid, unrevoked credential of the org. Reads only."""
+    if not ORG_PATTERN.match(org):
+        return False
+    with store.unit_of_work() as uow:
+        hashes = uow.session.scalars(
+            select(WebhookSecret.secret_hash).where(
+                WebhookSecret.org == org, WebhookSecret.revoked_at.is_(None)
+            )
+        ).all()
+    if not hashes:
+        return False
+    if credentials.signature is not None:
+        return auth.signature_matches(
+            hashes,
+            timestamp=credentials.timestamp or "",
+            delivery_id=credentials.delivery_id or "",
+            body=body,
+            presented=credentials.signature,
+            now=time.time(),
+            window=window,
+        )
+    return credentials.token is not None and auth.token_matches(credentials.token, hashes)
+
+
+def accept_webhook(
+    store: ServiceStore,
+    org: str,
+    inbound: InboundMessage,
+    raw_body: bytes,
+    *,
+    simulation: bool,
+    received_at: datetime | None = None,
+) -> Accepted:
+    """Store the message and its ``message.received`` event in one transaction, exactly once.
+
+    A repeated delivery (same idempotency key) finds the first one and gets the same answer.
+    """
+    key = inbound.idempotency_key(raw_body)
+    message_id = new_id()
+    received_at = received_at or utcnow()
+    with store.unit_of_work(correlation_id=message_id) as uow:
+        inserted = uow.session.execute(
+            _insert_message(uow.session, message_id, org, key, inbound, simulation, received_at)
+        )
+        if inserted.rowcount == 0:
+            existing = uow.session.scalar(
+                select(Message.id).where(Message.org == org, Message.idempotency_key == key)
+            )
+            return Accepted(message_id=existing, duplicate=True)
+        uow.emit(
+            MESSAGE_RECEIVED,
+            org=org,
+            data=message_received_data(message_id, inbound, simulation, received_at),
+        )
+        uow.commit()
+    return Accepted(message_id=message_id, duplicate=False)
+
+
+def _insert_message(session, message_id, org, key, inbound, simulation, received_at):
+    return insert_statement(session, Message).values(
+        id=message_id,
+        org=org,
+        idempotency_key=key,
+        shape=inbound.shape,
+        contact_uuid=inbound.contact_uuid,
+        urn=inbound.urn,
+        contact_name=inbound.contact_name,
+        flow_uuid=inbound.flow_uuid,
+        node_uuid=inbound.node_uuid,
+        run_uuid=inbound.run_uuid,
+        external_id=inbound.input_uuid,
+        text=inbound.text,
+        simulation=simulation,
+        received_at=received_at,
+    ).on_conflict_do_nothing(index_elements=["org", "idempotency_key"])
+
+
+def message_received_data(
+    message_id: str, inbound: InboundMessage, simulation: bool, received_at: datetime
+) -> dict:
+    """What labeler and cases need to know; the URN and the contact's name are left out."""
+    return {
+        "message_id": message_id,
+        "contact_uuid": inbound.contact_uuid,
+        "contact_groups": [{"uuid": g.uuid, "name": g.name} for g in inbound.groups],
+        "contact_fields": dict(inbound.fields),
+        "language": inbound.language,
+        "flow_uuid": inbound.flow_uuid,
+        "flow_name": inbound.flow_name,
+        "node_uuid": inbound.node_uuid,
+        "run_uuid": inbound.run_uuid,
+        "external_id": inbound.input_uuid,
+        "text": inbound.text,
+        "attachments": [
+            {"content_type": a.content_type, "url": a.url} for a in inbound.attachments
+        ],
+        "channel": (
+            {"uuid": inbound.channel.uuid, "name": inbound.channel.name}
+            if inbound.channel
+            else None
+        ),
+        "received_at": received_at.isoformat(),
+        "sent_on": inbound.sent_on.isoformat() if inbound.sent_on else None,
+        "simulation": simulation,
+    }
+
+
+# --- secrets (CLI) ------------------------------------------------------------------------------
+def add_secret(store: ServiceStore, org: str) -> tuple[str, str]:
+    """Create a webhook secret for the org; returns (id, secret). The secret is shown once."""
+    if not ORG_PATTERN.match(org):
+        raise ValueError("an org key is 1-64 lowercase letters, digits, '-' or '_'")
+    secret = auth.new_secret()
+    with store.unit_of_work() as uow:
+        row = WebhookSecret(id=new_id(), org=org, secret_hash=auth.hash_secret(secret))
+        uow.session.add(row)
+        uow.commit()
+    return row.id, secret
+
+
+def list_secrets(store: ServiceStore, org: str) -> list[WebhookSecret]:
+    with store.unit_of_work() as uow:
+        return list(
+            uow.session.scalars(
+                select(WebhookSecret)
+                .where(WebhookSecret.org == org)
+                .order_by(WebhookSecret.created_at)
+            )
+        )
+
+
+def revoke_secret(store: ServiceStore, org: str, secret_id: str) -> bool:
+    with store.unit_of_work() as uow:
+        row = uow.session.get(WebhookSecret, secret_id)
+        if row is None or row.org != org or row.revoked_at is not None:
+            return False
+        row.revoked_at = utcnow()
+        uow.commit()
+    return True

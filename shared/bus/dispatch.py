@@ -1,0 +1,118 @@
+"""Transport-independent consumption: one received body in, one outcome out.
+
+The RabbitMQ consumer and the embedded bus both call ``dispatch`` and act on its answer:
+ACK (done, or already done before), RETRY (try again later), DEAD (can never succeed).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import exc as sa_exc
+
+from shared.bus.topology import QueueSpec
+from shared.events import BadEvent, Envelope, read_event
+from shared.uow import ServiceStore, UnitOfWork
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[UnitOfWork, Envelope], None]
+
+
+class TransientError(Exception):
+    """The world outside failed (database down, flow engine 5xx): the same event may work later."""
+
+
+class PermanentError(Exception):
+    """The event can never be handled: dead-letter it at once."""
+
+
+# Infrastructure failures: wait and try the same message again without counting a delivery.
+TRANSIENT = (sa_exc.OperationalError, sa_exc.InterfaceError, TransientError)
+
+
+class Outcome(enum.Enum):
+    ACK = "ack"
+    RETRY = "retry"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True)
+class Subscription:
+    queue: QueueSpec
+    store: ServiceStore
+    handlers: Mapping[str, Handler]
+
+
+def backoff(attempt: int, *, base: float = 0.1, cap: float = 5.0) -> float:
+    return min(cap, base * 2**attempt)
+
+
+def dispatch(
+    subscription: Subscription,
+    body: Any,
+    *,
+    in_place_budget: float = 20.0,
+    sleep: Callable[[float], None] = time.sleep,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> Outcome:
+    try:
+        envelope = read_event(body)
+    except BadEvent as exc:
+        log.error("dead-lettering a bad event on %s: %s", subscription.queue.consumer, exc)
+        return Outcome.DEAD
+    handler = subscription.handlers.get(envelope.name)
+    if handler is None:
+        log.error("no handler for %s on %s", envelope.name, subscription.queue.consumer)
+        return Outcome.DEAD
+
+    deadline = time.monotonic() + in_place_budget
+    attempt = 0
+    while True:
+        try:
+            return _handle_once(subscription, handler, envelope)
+        except PermanentError as exc:
+            log.error("dead-lettering %s %s: %s", envelope.name, envelope.id, exc)
+            return Outcome.DEAD
+        except TRANSIENT as exc:
+            # The message is fine, the world is not: hold it (prefetch keeps the rest waiting)
+            # rather than burn its deliveries, within a budget under the heartbeat timeout.
+            wait = backoff(attempt)
+            if should_stop() or time.monotonic() + wait > deadline:
+                log.warning("giving %s %s back after transient failures: %s",
+                            envelope.name, envelope.id, _short(exc))
+                return Outcome.RETRY
+            log.warning("transient failure on %s %s, retrying in %.1fs: %s",
+                        envelope.name, envelope.id, wait, _short(exc))
+            sleep(wait)
+            attempt += 1
+        except Exception:
+            log.exception("handler failed on %s %s", envelope.name, envelope.id)
+            return Outcome.RETRY
+
+
+def _handle_once(subscription: Subscription, handler: Handler, envelope: Envelope) -> Outcome:
+    consumer = subscription.queue.consumer
+    try:
+        with subscription.store.unit_of_work(cause=envelope) as uow:
+            if uow.already_processed(consumer, envelope.id):
+                return Outcome.ACK
+            uow.mark_processed(consumer, envelope.id)
+            handler(uow, envelope)
+            uow.commit()
+    except sa_exc.IntegrityError:
+        # Another replica handled the same event at the same moment: its inbox row won.
+        with subscription.store.unit_of_work(cause=envelope) as uow:
+            if uow.already_processed(consumer, envelope.id):
+                return Outcome.ACK
+        raise
+    return Outcome.ACK
+
+
+def _short(exc: BaseException) -> str:
+    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__

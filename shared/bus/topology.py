@@ -1,0 +1,63 @@
+"""RabbitMQ topology in one place: the events exchange, every queue, its bindings and its DLQ.
+
+The embedded bus routes with the same table, so both transports deliver the same events to the
+same queues.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shared import events as ev
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    """One durable quorum queue per (consuming service, purpose)."""
+
+    service: str
+    purpose: str
+    events: tuple[str, ...]
+
+    @property
+    def consumer(self) -> str:
+        """The name this queue's consumer records in its service's inbox."""
+        return f"{self.service}.{self.purpose}"
+
+    def name(self, namespace: str) -> str:
+        return f"{namespace}.{self.consumer}"
+
+
+LABELER_MESSAGES = QueueSpec("labeler", "messages", (ev.MESSAGE_RECEIVED,))
+LABELER_LABELS = QueueSpec("labeler", "labels", (ev.LABEL_CREATED, ev.LABEL_UPDATED, ev.LABEL_DELETED))
+
+QUEUES: tuple[QueueSpec, ...] = (LABELER_MESSAGES, LABELER_LABELS)
+
+
+def exchange_name(namespace: str) -> str:
+    return f"{namespace}.events"
+
+
+def dead_letter_exchange(namespace: str) -> str:
+    return f"{namespace}.dead"
+
+
+def dlq_name(queue: str) -> str:
+    return f"{queue}.dlq"
+
+
+def queue_arguments(namespace: str, queue: QueueSpec, delivery_limit: int) -> dict[str, object]:
+    # RabbitMQ 3.10's quorum queues have no default delivery limit: without one a poison
+    # message would be redelivered forever.
+    name = queue.name(namespace)
+    return {
+        "x-queue-type": "quorum",
+        "x-delivery-limit": delivery_limit,
+        "x-dead-letter-exchange": dead_letter_exchange(namespace),
+        "x-dead-letter-routing-key": dlq_name(name),
+    }
+
+
+def routes(routing_key: str, queues: tuple[QueueSpec, ...] = QUEUES) -> list[QueueSpec]:
+    """The queues an event reaches. Bindings are exact event names (no wildcards)."""
+    return [queue for queue in queues if routing_key in queue.events]

@@ -1,0 +1,168 @@
+"""Database plumbing every service shares: column types, engines, sessions and migrations.
+
+Each service owns its tables. On PostgreSQL they live in the schema ``<namespace>_<service>``
+(one database, one schema per service); on the embedded default in the SQLite file
+``<data_dir>/<service>.db``. No service ever reads another service's tables.
+"""
+
+from __future__ import annotations
+
+import uuid
+import zlib
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+from sqlalchemy import JSON, DateTime, Engine, String, create_engine, event, text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Session, mapped_column, sessionmaker
+from sqlalchemy.types import TypeDecorator
+
+from shared.settings import Settings
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timestamps stored in UTC and always read back timezone-aware (SQLite forgets the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+# Reusable annotated column types for the typed models of every service.
+uuid_pk = Annotated[str, mapped_column(String(36), primary_key=True, default=new_id)]
+uuid_str = Annotated[str, mapped_column(String(36))]
+created_at = Annotated[datetime, mapped_column(UTCDateTime(), default=utcnow)]
+utc_datetime = Annotated[datetime, mapped_column(UTCDateTime())]
+
+
+class Database:
+    """The engine and session factory of one service."""
+
+    def __init__(self, settings: Settings, service: str, *, pool_size: int = 5) -> None:
+        self.service = service
+        self.schema = f"{settings.namespace}_{service}"
+        if settings.database_url:
+            self.engine = create_engine(
+                settings.database_url,
+                pool_pre_ping=True,
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                connect_args={"options": f"-csearch_path={self.schema}", "connect_timeout": 5},
+            )
+        else:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            self.engine = sqlite_engine(settings.data_dir / f"{service}.db")
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
+
+    def session(self) -> Session:
+        return self.sessions()
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    def migrate(self, script_location: Path) -> None:
+        """Bring this service's tables to the newest migration (safe to run from many processes)."""
+        from alembic import command
+        from alembic.config import Config
+
+        with self.engine.begin() as conn:
+            if self.is_postgres:
+                # Several processes may start at once: one migrates, the others wait for it.
+                lock_key = zlib.crc32(self.schema.encode())
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock_key})
+                conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
+                conn.execute(text(f'SET LOCAL search_path TO "{self.schema}"'))
+            config = Config()
+            config.set_main_option("script_location", str(script_location))
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+
+    def drop_schema(self) -> None:
+        """Tests and `upartners db reset`: remove every table of this service."""
+        if self.is_postgres:
+            with self.engine.begin() as conn:
+                conn.execute(text(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE'))
+        else:
+            path = Path(self.engine.url.database or "")
+            self.engine.dispose()
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+def sqlite_engine(path: Path) -> Engine:
+    engine = create_engine(
+        f"sqlite:///{path}", connect_args={"check_same_thread": False, "timeout": 30}
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # We emit BEGIN ourselves (below); pysqlite's implicit transactions would not lock early.
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")  # an accepted webhook survives a power cut
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        # Take the write lock up front: threads of one process then queue on busy_timeout
+        # instead of failing with "database is locked" when a read turns into a write.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def run_migrations(context: Any, metadata: Any) -> None:
+    """Body of every service's Alembic ``env.py``: migrate on the connection we were handed."""
+    connection = context.config.attributes.get("connection")
+    if connection is None:
+        raise RuntimeError("run migrations with `upartners db upgrade`, which passes a connection")
+    context.configure(
+        connection=connection,
+        target_metadata=metadata,
+        render_as_batch=connection.dialect.name == "sqlite",
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def insert_statement(session: Session, model: type) -> Any:
+    """The dialect's INSERT, which offers ``on_conflict_do_nothing`` on PostgreSQL and SQLite."""
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(model)

@@ -1,0 +1,218 @@
+"""The event catalogue: names, the envelope every event travels in, and one schema per event.
+
+Writers are strict (an unknown or missing field is a bug in the producer and raises), readers
+are tolerant (unknown keys are ignored, so a producer can add a field before consumers know it).
+Events carry ids and the few fields consumers need, never whole objects, never a URN.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate
+
+from shared.db import new_id, utcnow
+
+# --- names: <aggregate>.<past-tense verb>; the routing key is the name ---------------------------
+MESSAGE_RECEIVED = "message.received"
+MESSAGE_LABELED = "message.labeled"
+LABEL_CREATED = "label.created"
+LABEL_UPDATED = "label.updated"
+LABEL_DELETED = "label.deleted"
+ORG_UPDATED = "org.updated"
+CASE_OPENED = "case.opened"
+CASE_REASSIGNED = "case.reassigned"
+CASE_NOTE_ADDED = "case.note_added"
+CASE_LABELS_CHANGED = "case.labels_changed"
+CASE_CLOSED = "case.closed"
+CASE_REOPENED = "case.reopened"
+OUTGOING_REQUESTED = "outgoing.requested"
+OUTGOING_SENT = "outgoing.sent"
+OUTGOING_FAILED = "outgoing.failed"
+CONTACT_SUSPENDED = "contact.suspended"
+CONTACT_RESTORED = "contact.restored"
+FOLLOWUP_STARTED = "followup.started"
+
+
+class BadEvent(ValueError):
+    """An event that can never be handled (malformed envelope or data): dead-letter it."""
+
+
+# --- data schemas ------------------------------------------------------------------------------
+class _Data(Schema):
+    """Base of every event's data schema."""
+
+    VERSION = 1
+
+
+def _uuid(**kw: Any) -> fields.Field:
+    return fields.String(validate=validate.Length(min=1, max=64), **kw)
+
+
+class GroupRef(Schema):
+    uuid = _uuid(required=True)
+    name = fields.String(allow_none=True, load_default=None)
+
+
+class AttachmentRef(Schema):
+    content_type = fields.String(allow_none=True, load_default=None)
+    url = fields.String(required=True)
+
+
+class ChannelRef(Schema):
+    uuid = fields.String(allow_none=True, load_default=None)
+    name = fields.String(allow_none=True, load_default=None)
+
+
+class MessageReceived(_Data):
+    message_id = _uuid(required=True)
+    contact_uuid = _uuid(required=True)
+    contact_groups = fields.List(fields.Nested(GroupRef), load_default=list)
+    contact_fields = fields.Dict(
+        keys=fields.String(), values=fields.String(allow_none=True), load_default=dict
+    )
+    language = fields.String(allow_none=True, load_default=None)
+    flow_uuid = _uuid(required=True)
+    flow_name = fields.String(allow_none=True, load_default=None)
+    node_uuid = fields.String(allow_none=True, load_default=None)
+    run_uuid = fields.String(allow_none=True, load_default=None)
+    external_id = fields.String(allow_none=True, load_default=None)  # the engine's message uuid
+    text = fields.String(allow_none=True, load_default=None)
+    attachments = fields.List(fields.Nested(AttachmentRef), load_default=list)
+    channel = fields.Nested(ChannelRef, allow_none=True, load_default=None)
+    received_at = fields.AwareDateTime(required=True, default_timezone=UTC)
+    sent_on = fields.AwareDateTime(allow_none=True, load_default=None, default_timezone=UTC)
+    simulation = fields.Boolean(load_default=False)
+
+
+class MessageLabeled(_Data):
+    message_id = _uuid(required=True)
+    contact_uuid = _uuid(required=True)
+    labels = fields.List(_uuid(), required=True)  # every label the message has now
+    synced = fields.List(_uuid(), load_default=list)  # those of them mirrored into the engine
+    external_id = fields.String(allow_none=True, load_default=None)
+    simulation = fields.Boolean(load_default=False)
+
+
+class LabelChanged(_Data):
+    """label.created and label.updated: the whole definition, so the newest version wins."""
+
+    label_uuid = _uuid(required=True)
+    name = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    synced = fields.Boolean(required=True)
+    active = fields.Boolean(required=True)
+    rule = fields.List(fields.Dict(), required=True)
+    label_version = fields.Integer(required=True, validate=validate.Range(min=1))
+
+
+class LabelDeleted(_Data):
+    label_uuid = _uuid(required=True)
+    label_version = fields.Integer(required=True, validate=validate.Range(min=1))
+
+
+SCHEMAS: dict[str, type[_Data]] = {
+    MESSAGE_RECEIVED: MessageReceived,
+    MESSAGE_LABELED: MessageLabeled,
+    LABEL_CREATED: LabelChanged,
+    LABEL_UPDATED: LabelChanged,
+    LABEL_DELETED: LabelDeleted,
+}
+
+
+# --- the envelope ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Envelope:
+    id: str
+    name: str
+    version: int
+    occurred_at: datetime
+    org: str
+    producer: str
+    correlation_id: str
+    causation_id: str | None
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The wire form. ``data`` is already JSON-ready (it went through the writer schema)."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "version": self.version,
+            "occurred_at": self.occurred_at.isoformat(),
+            "org": self.org,
+            "producer": self.producer,
+            "correlation_id": self.correlation_id,
+            "causation_id": self.causation_id,
+            "data": dict(self.data),
+        }
+
+    def body(self) -> bytes:
+        return json.dumps(self.to_json(), separators=(",", ":")).encode()
+
+
+def new_event(
+    name: str,
+    *,
+    org: str,
+    producer: str,
+    data: Mapping[str, Any],
+    correlation_id: str | None = None,
+    causation_id: str | None = None,
+) -> Envelope:
+    """Build an event for the outbox; raises ValidationError if ``data`` breaks its schema."""
+    schema_class = SCHEMAS.get(name)
+    if schema_class is None:
+        raise KeyError(f"no schema for event {name!r}")
+    schema = schema_class(unknown=RAISE)
+    clean = schema.dump(schema.load(dict(data)))
+    event_id = new_id()
+    return Envelope(
+        id=event_id,
+        name=name,
+        version=schema_class.VERSION,
+        occurred_at=utcnow(),
+        org=org,
+        producer=producer,
+        correlation_id=correlation_id or event_id,
+        causation_id=causation_id,
+        data=clean,
+    )
+
+
+class _EnvelopeSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    id = _uuid(required=True)
+    name = fields.String(required=True)
+    version = fields.Integer(required=True)
+    occurred_at = fields.AwareDateTime(required=True, default_timezone=UTC)
+    org = fields.String(required=True, validate=validate.Length(min=1))
+    producer = fields.String(required=True)
+    correlation_id = fields.String(required=True)
+    causation_id = fields.String(allow_none=True, load_default=None)
+    data = fields.Dict(required=True)
+
+
+def read_event(body: Any) -> Envelope:
+    """Parse a received event (bytes, str or dict); data comes back typed (datetimes...)."""
+    try:
+        if isinstance(body, bytes | str):
+            body = json.loads(body)
+        raw = _EnvelopeSchema().load(body)
+    except (ValueError, ValidationError) as exc:
+        raise BadEvent(f"malformed envelope: {exc}") from exc
+    schema_class = SCHEMAS.get(raw["name"])
+    if schema_class is None:
+        raise BadEvent(f"unknown event {raw['name']!r}")
+    if raw["version"] > schema_class.VERSION:
+        raise BadEvent(f"{raw['name']} version {raw['version']} is newer than this reader")
+    try:
+        data = schema_class(unknown=EXCLUDE).load(raw["data"])
+    except ValidationError as exc:
+        raise BadEvent(f"invalid {raw['name']} data: {exc.messages}") from exc
+    return Envelope(**{**raw, "data": data})

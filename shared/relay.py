@@ -1,0 +1,115 @@
+"""The outbox relay: publishes a service's committed events and marks them sent once confirmed.
+
+Run one or more per service database. On PostgreSQL each batch is claimed with
+``FOR UPDATE SKIP LOCKED``, so several relays share the work without publishing a row twice in
+the normal case; a row is marked published only after the broker confirmed it (a crash between
+the two republishes it, and consumers' inboxes absorb the duplicate).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Protocol
+
+from sqlalchemy import delete, select, update
+from sqlalchemy import exc as sa_exc
+
+from shared.bus.dispatch import backoff
+from shared.db import utcnow
+from shared.uow import ServiceStore
+
+log = logging.getLogger(__name__)
+
+
+class Publisher(Protocol):
+    def publish(self, messages: Sequence[tuple[str, str, bytes]]) -> list[str]: ...
+    def idle(self, seconds: float) -> None: ...
+    def close(self) -> None: ...
+
+
+class Relay:
+    def __init__(
+        self,
+        store: ServiceStore,
+        publisher: Publisher,
+        *,
+        batch: int = 500,
+        idle: float = 0.05,
+        retention: timedelta = timedelta(days=7),
+    ) -> None:
+        self.store = store
+        self.publisher = publisher
+        self.batch = batch
+        self.idle = idle
+        self.retention = retention
+        self.should_stop = False
+        self.published = 0
+
+    def relay_once(self) -> int:
+        """Publish one batch of unpublished rows; return how many were confirmed."""
+        outbox = self.store.outbox
+        with self.store.db.session() as session, session.begin():
+            rows = session.execute(
+                select(outbox.position, outbox.event_id, outbox.name, outbox.envelope)
+                .where(outbox.published_at.is_(None))
+                .order_by(outbox.position)
+                .limit(self.batch)
+                .with_for_update(skip_locked=True)
+            ).all()
+            if not rows:
+                return 0
+            confirmed = set(
+                self.publisher.publish(
+                    [(row.event_id, row.name, _json_bytes(row.envelope)) for row in rows]
+                )
+            )
+            positions = [row.position for row in rows if row.event_id in confirmed]
+            if positions:
+                session.execute(
+                    update(outbox)
+                    .where(outbox.position.in_(positions))
+                    .values(published_at=utcnow())
+                )
+        self.published += len(positions)
+        return len(positions)
+
+    def purge_published(self) -> int:
+        outbox = self.store.outbox
+        with self.store.db.session() as session, session.begin():
+            result = session.execute(
+                delete(outbox).where(outbox.published_at < utcnow() - self.retention)
+            )
+        return result.rowcount
+
+    def run(self) -> None:
+        from shared.bus.amqp import BrokerUnavailable
+
+        failures = 0
+        next_purge = time.monotonic()
+        try:
+            while not self.should_stop:
+                try:
+                    count = self.relay_once()
+                    if time.monotonic() >= next_purge:
+                        self.purge_published()
+                        next_purge = time.monotonic() + 3600
+                    failures = 0
+                except (BrokerUnavailable, sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
+                    failures += 1
+                    wait = backoff(failures, cap=10.0)
+                    log.warning("relay %s: %s; retrying in %.1fs", self.store.service,
+                                str(exc).splitlines()[0][:200], wait)
+                    time.sleep(wait)
+                    continue
+                if count == 0:
+                    self.publisher.idle(self.idle)
+        finally:
+            self.publisher.close()
+
+
+def _json_bytes(envelope: dict) -> bytes:
+    return json.dumps(envelope, separators=(",", ":")).encode()

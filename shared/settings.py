@@ -1,0 +1,92 @@
+"""Settings: read from the environment once, into one frozen object that is passed down.
+
+Nothing here connects to anything. With no variables set, the product runs on its embedded
+default: SQLite files and the embedded bus under ``UPARTNERS_DATA_DIR``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+# Every variable the settings read, with what it means; the docs and the compose-file check use it.
+ENVIRONMENT = {
+    "UPARTNERS_DATABASE_URL": "PostgreSQL URL (postgresql+psycopg://...); unset: SQLite files",
+    "UPARTNERS_BROKER_URL": "RabbitMQ URL (amqp://user:pass@host:5672/vhost); unset: embedded bus",
+    "UPARTNERS_DATA_DIR": "where the embedded default keeps its SQLite files (default ./var)",
+    "UPARTNERS_NAMESPACE": "prefix of exchanges, queues and database schemas (default upartners)",
+    "UPARTNERS_PREFETCH": "unacknowledged messages a consumer holds at once (default 50)",
+    "UPARTNERS_DELIVERY_LIMIT": "deliveries of one message before it is dead-lettered (default 10)",
+    "UPARTNERS_RELAY_BATCH": "outbox rows a relay publishes per transaction (default 500)",
+    "UPARTNERS_RELAY_WINDOW": "publishes in flight awaiting broker confirms (default 200)",
+    "UPARTNERS_RELAY_IDLE": "seconds a relay sleeps when its outbox is empty (default 0.05)",
+    "UPARTNERS_MAX_BODY": "largest webhook body accepted, in bytes (default 262144)",
+    "UPARTNERS_SIGNATURE_WINDOW": "seconds a signed webhook's timestamp stays valid (default 300)",
+    "UPARTNERS_LOG_LEVEL": "logging level (default INFO)",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None = None
+    broker_url: str | None = None
+    data_dir: Path = Path("var")
+    namespace: str = "upartners"
+    prefetch: int = 50
+    delivery_limit: int = 10
+    relay_batch: int = 500
+    relay_window: int = 200
+    relay_idle: float = 0.05
+    max_body: int = 256 * 1024
+    signature_window: int = 300
+    log_level: str = "INFO"
+    # Test-only knobs are set in code, never from the environment.
+    extra: Mapping[str, object] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+
+        def get(name: str) -> str | None:
+            value = env.get(name, "").strip()
+            return value or None
+
+        defaults = cls()
+        return cls(
+            database_url=get("UPARTNERS_DATABASE_URL"),
+            broker_url=get("UPARTNERS_BROKER_URL"),
+            data_dir=Path(get("UPARTNERS_DATA_DIR") or defaults.data_dir),
+            namespace=get("UPARTNERS_NAMESPACE") or defaults.namespace,
+            prefetch=int(get("UPARTNERS_PREFETCH") or defaults.prefetch),
+            delivery_limit=int(get("UPARTNERS_DELIVERY_LIMIT") or defaults.delivery_limit),
+            relay_batch=int(get("UPARTNERS_RELAY_BATCH") or defaults.relay_batch),
+            relay_window=int(get("UPARTNERS_RELAY_WINDOW") or defaults.relay_window),
+            relay_idle=float(get("UPARTNERS_RELAY_IDLE") or defaults.relay_idle),
+            max_body=int(get("UPARTNERS_MAX_BODY") or defaults.max_body),
+            signature_window=int(get("UPARTNERS_SIGNATURE_WINDOW") or defaults.signature_window),
+            log_level=get("UPARTNERS_LOG_LEVEL") or defaults.log_level,
+        )
+
+    def with_(self, **changes: object) -> Settings:
+        return replace(self, **changes)
+
+    @property
+    def embedded_bus(self) -> bool:
+        return self.broker_url is None
+
+    def __repr__(self) -> str:
+        # URLs may carry passwords: never print them whole.
+        return (
+            f"Settings(database={_redact(self.database_url)}, broker={_redact(self.broker_url)}, "
+            f"namespace={self.namespace!r}, data_dir={str(self.data_dir)!r})"
+        )
+
+
+def _redact(url: str | None) -> str:
+    if url is None:
+        return "embedded"
+    scheme, _, rest = url.partition("://")
+    host = rest.rsplit("@", 1)[-1]
+    return f"{scheme}://***@{host}" if "@" in rest else url

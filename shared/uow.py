@@ -1,0 +1,88 @@
+"""Unit of work: one transaction of one service, with the events it emits and consumes.
+
+Handlers take a unit of work, change state through ``uow.session``, call ``uow.emit`` for the
+events the change causes, and ``uow.commit()``: state, outbox rows and inbox row commit together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from shared.db import Database
+from shared.events import Envelope, new_event
+
+
+@dataclass(frozen=True)
+class ServiceStore:
+    """What a unit of work needs to know about a service: its database and its two ledgers."""
+
+    service: str
+    db: Database
+    outbox: type
+    inbox: type | None = None
+
+    def unit_of_work(self, *, cause: Envelope | None = None, correlation_id: str | None = None):
+        return UnitOfWork(self, cause=cause, correlation_id=correlation_id)
+
+
+class UnitOfWork:
+    def __init__(
+        self,
+        store: ServiceStore,
+        *,
+        cause: Envelope | None = None,
+        correlation_id: str | None = None,
+    ) -> None:
+        self.store = store
+        self.cause = cause
+        self.correlation_id = correlation_id or (cause.correlation_id if cause else None)
+        self.emitted: list[Envelope] = []
+        self.session: Session
+
+    def __enter__(self) -> UnitOfWork:
+        self.session = self.store.db.session()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.session.rollback()  # a no-op after commit
+        self.session.close()
+
+    def emit(self, name: str, *, org: str, data: Mapping[str, Any]) -> Envelope:
+        """Queue an event in the outbox; it is published only if this transaction commits."""
+        envelope = new_event(
+            name,
+            org=org,
+            producer=self.store.service,
+            data=data,
+            correlation_id=self.correlation_id,
+            causation_id=self.cause.id if self.cause else None,
+        )
+        self.session.add(self.store.outbox.from_envelope(envelope))
+        self.emitted.append(envelope)
+        return envelope
+
+    def already_processed(self, consumer: str, event_id: str) -> bool:
+        inbox = self._inbox()
+        found = self.session.execute(
+            select(inbox.event_id).where(inbox.consumer == consumer, inbox.event_id == event_id)
+        ).first()
+        return found is not None
+
+    def mark_processed(self, consumer: str, event_id: str) -> None:
+        self.session.add(self._inbox()(consumer=consumer, event_id=event_id))
+
+    def commit(self) -> None:
+        self.session.commit()
+
+    def _inbox(self) -> type:
+        if self.store.inbox is None:
+            raise RuntimeError(f"{self.store.service} consumes no events: it has no inbox")
+        return self.store.inbox
+
+
+UnitOfWorkFactory = Callable[..., UnitOfWork]

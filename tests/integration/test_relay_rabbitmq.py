@@ -1,0 +1,144 @@
+"""The relay publishes every committed event exactly once to the real RabbitMQ, and catches up
+after the broker comes back."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+
+import pytest
+from kombu import Connection
+from sqlalchemy import func, select
+
+from shared.bus.amqp import ConfirmingPublisher, kombu_queues
+from shared.bus import topology
+from shared.relay import Relay
+from tests.support import Outbox, PROBE_QUEUE, message_received, probe_store
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def store(pg_settings):
+    store = probe_store(pg_settings)
+    declare_probe(pg_settings)
+    yield store
+    store.db.dispose()
+    cleanup_probe(pg_settings)
+
+
+def emit(store, count):
+    ids = []
+    for i in range(count):
+        with store.unit_of_work() as uow:
+            event = message_received(f"message {i}")
+            uow.session.add(store.outbox.from_envelope(event))
+            uow.commit()
+            ids.append(event.id)
+    return ids
+
+
+def drain(settings, expected, timeout=30.0):
+    """Read the probe queue until ``expected`` messages or the timeout; return their ids."""
+    received = []
+    main, _ = kombu_queues(settings, PROBE_QUEUE)
+    deadline = time.monotonic() + timeout
+    with Connection(settings.broker_url) as conn:
+        queue = main(conn.default_channel)
+        while len(received) < expected and time.monotonic() < deadline:
+            message = queue.get(no_ack=False, accept=["json"])
+            if message is None:
+                time.sleep(0.05)
+                continue
+            received.append(message.properties["message_id"])
+            message.ack()
+        # anything beyond what we expected would be a duplicate
+        time.sleep(0.3)
+        while (extra := queue.get(no_ack=True)) is not None:
+            received.append(extra.properties["message_id"])
+    return received
+
+
+def declare_probe(settings):
+    with Connection(settings.broker_url) as conn:
+        from shared.bus.amqp import declare_topology
+
+        declare_topology(conn, settings, [PROBE_QUEUE])
+
+
+def unpublished(store):
+    with store.db.session() as session:
+        return session.scalar(
+            select(func.count()).select_from(Outbox).where(Outbox.published_at.is_(None))
+        )
+
+
+def cleanup_probe(settings):
+    with Connection(settings.broker_url) as conn:
+        name = PROBE_QUEUE.name(settings.namespace)
+        conn.default_channel.queue_delete(name)
+        conn.default_channel.queue_delete(topology.dlq_name(name))
+
+
+def test_every_committed_event_is_published_once(pg_settings, store):
+    ids = emit(store, 300)
+    relay = Relay(store, ConfirmingPublisher(pg_settings), batch=100)
+    while relay.relay_once():
+        pass
+    relay.publisher.close()
+    assert unpublished(store) == 0
+    received = drain(pg_settings, len(ids))
+    assert sorted(received) == sorted(ids)  # all of them, none twice
+
+
+def test_two_relays_share_the_outbox_without_duplicates(pg_settings, store):
+    ids = emit(store, 400)
+    relays = [Relay(store, ConfirmingPublisher(pg_settings), batch=50) for _ in range(2)]
+    threads = [
+        threading.Thread(target=lambda r=r: [r.relay_once() for _ in range(20)]) for r in relays
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for relay in relays:
+        relay.publisher.close()
+    assert unpublished(store) == 0
+    assert all(relay.published > 0 for relay in relays)  # both did work
+    assert sorted(drain(pg_settings, len(ids))) == sorted(ids)
+
+
+def rabbitmqctl(*args):
+    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=120)
+
+
+def broker_answers(settings) -> bool:
+    try:
+        with Connection(settings.broker_url, connect_timeout=2) as conn:
+            conn.ensure_connection(max_retries=1)
+        return True
+    except Exception:
+        return False
+
+
+@pytest.mark.broker_restart
+def test_events_accepted_while_the_broker_is_stopped_are_published_after_it_returns(pg_settings, store):
+    relay = Relay(store, ConfirmingPublisher(pg_settings, timeout=5), batch=100, idle=0.02)
+    thread = threading.Thread(target=relay.run)
+    thread.start()
+    try:
+        rabbitmqctl("stop_app")
+        ids = emit(store, 200)  # accepted with the broker down: they wait in the outbox
+        time.sleep(1.0)
+        assert unpublished(store) == 200
+        rabbitmqctl("start_app")
+        deadline = time.monotonic() + 60
+        while unpublished(store) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert unpublished(store) == 0
+        assert sorted(drain(pg_settings, len(ids))) == sorted(ids)
+    finally:
+        rabbitmqctl("start_app")
+        relay.should_stop = True
+        thread.join(timeout=30)
