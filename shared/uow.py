@@ -49,7 +49,7 @@ class UnitOfWork:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self.session.rollback()  # a no-op after commit
+        # close() rolls back whatever was not committed; objects stay readable, detached.
         self.session.close()
 
     def emit(self, name: str, *, org: str, data: Mapping[str, Any]) -> Envelope:

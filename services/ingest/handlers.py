@@ -79,10 +79,10 @@ def accept_webhook(
     message_id = new_id()
     received_at = received_at or utcnow()
     with store.unit_of_work(correlation_id=message_id) as uow:
-        inserted = uow.session.execute(
+        inserted = uow.session.scalar(
             _insert_message(uow.session, message_id, org, key, inbound, simulation, received_at)
         )
-        if inserted.rowcount == 0:
+        if inserted is None:  # the conflict clause did nothing: this is a repeated delivery
             existing = uow.session.scalar(
                 select(Message.id).where(Message.org == org, Message.idempotency_key == key)
             )
@@ -112,7 +112,7 @@ def _insert_message(session, message_id, org, key, inbound, simulation, received
         text=inbound.text,
         simulation=simulation,
         received_at=received_at,
-    ).on_conflict_do_nothing(index_elements=["org", "idempotency_key"])
+    ).on_conflict_do_nothing(index_elements=["org", "idempotency_key"]).returning(Message.id)
 
 
 def message_received_data(

@@ -1,0 +1,41 @@
+# U-Partners: `make help` lists the targets.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: help install run test unit integration services lint bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(BIN)/upartners: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	@touch $@
+
+install: $(BIN)/upartners ## create .venv and install the product with its test tools
+
+run: install ## run everything in one process on the embedded default (SQLite + embedded bus)
+	$(BIN)/upartners run
+
+services: ## start the local PostgreSQL and RabbitMQ if installed but stopped, wait until they answer
+	@scripts/ensure-services
+
+test: install services ## install everything and run the whole test suite
+	$(BIN)/pytest
+
+unit: install ## the unit tests only (no servers needed)
+	$(BIN)/pytest tests/unit
+
+integration: install services ## the integration tests only (real PostgreSQL and RabbitMQ)
+	$(BIN)/pytest tests/integration
+
+lint: install ## ruff lint and format check
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+bench: install services ## run the benchmarks (see README for the numbers)
+	$(BIN)/python bench/ingest.py
+
+clean: ## remove the virtualenv and the embedded default's data
+	rm -rf $(VENV) var
