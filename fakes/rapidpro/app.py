@@ -1,0 +1,1825 @@
+"""A contract fake of the RapidPro API v2, in memory, for tests and the local demo.
+
+It is not a flow engine: it runs no flows. It answers the API v2 calls U-Partners makes the way
+RapidPro answers them (token auth, cursor pages, validation errors, rate limiting) and keeps the
+state those calls change (group membership, outgoing messages, flow starts with their params,
+message labels and archiving), so tests can check what the product asked the engine to do.
+
+API, under ``/api/v2/<endpoint>.json`` with ``Authorization: Token <key>``:
+contacts (GET), contact_actions (POST), groups (GET), flows (GET), messages (GET, POST),
+broadcasts (GET, POST), flow_starts (GET, POST), message_actions (POST), labels (GET, POST),
+org / workspace (GET).
+
+Test-only control endpoints live under ``/_fake/`` (never under ``/api/v2``): create workspaces and
+their contacts, groups, flows, labels and messages; read the state and a request log; inject
+faults; set the rate limit and page size; reset; and emit a webhook in one of four body shapes
+(see :mod:`fakes.rapidpro.webhooks`). ``docs`` for them: the ``_control_*`` functions below.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import copy
+import itertools
+import json
+import math
+import re
+import threading
+import time
+import uuid as uuidlib
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+import requests
+from flask import Flask, Response, request
+
+from . import webhooks
+
+DEFAULT_PAGE_SIZE = 250
+MAX_LIST_ITEMS = 100
+MAX_NAME_LENGTH = 64
+MAX_TEXT_LENGTH = 4096
+REQUEST_LOG_SIZE = 10_000
+
+# ---------------------------------------------------------------------------------------------
+# Demo seed: fixed identifiers so configs and docs can refer to them.
+# ---------------------------------------------------------------------------------------------
+
+DEMO_WORKSPACE = "demo"
+DEMO_TOKEN = "demo-token"
+DEMO_CHANNEL = "de5e0006-0000-4000-8000-000000000001"
+DEMO_GROUP_BOT = "de5e0001-0000-4000-8000-000000000001"
+DEMO_GROUP_UREPORTERS = "de5e0001-0000-4000-8000-000000000002"
+DEMO_GROUP_ADULTS = "de5e0001-0000-4000-8000-000000000003"  # smart (query) group
+DEMO_CONTACT_AMINA = "de5e0002-0000-4000-8000-000000000001"  # in "Bot"
+DEMO_CONTACT_BRIAN = "de5e0002-0000-4000-8000-000000000002"
+DEMO_CONTACT_CHLOE = "de5e0002-0000-4000-8000-000000000003"  # telegram
+DEMO_CONTACT_DAVID = "de5e0002-0000-4000-8000-000000000004"  # stopped
+DEMO_FLOW_POLL = "de5e0003-0000-4000-8000-000000000001"  # "U-Report Poll"
+DEMO_FLOW_ACTIVATE = "de5e0003-0000-4000-8000-000000000002"  # "Activate chat" (follow-up)
+DEMO_POLL_QUESTION_NODE = "de5e0004-0000-4000-8000-000000000001"
+DEMO_POLL_WAIT_NODE = "de5e0004-0000-4000-8000-000000000002"
+DEMO_ACTIVATE_NODE = "de5e0004-0000-4000-8000-000000000011"
+DEMO_LABEL = "de5e0005-0000-4000-8000-000000000001"  # "Counselling"
+
+
+def demo_seed() -> dict[str, Any]:
+    """The ``--seed demo`` workspace as a spec for :func:`load_workspace` (a fresh copy)."""
+    return {
+        "name": DEMO_WORKSPACE,
+        "token": DEMO_TOKEN,
+        "uuid": "de5e0000-0000-4000-8000-000000000001",
+        "channel": {"uuid": DEMO_CHANNEL, "name": "Demo SMS", "address": "+256700000000"},
+        "groups": [
+            {"uuid": DEMO_GROUP_BOT, "name": "Bot"},
+            {"uuid": DEMO_GROUP_UREPORTERS, "name": "U-Reporters"},
+            {"uuid": DEMO_GROUP_ADULTS, "name": "Adults", "query": "age >= 18"},
+        ],
+        "flows": [
+            {
+                "uuid": DEMO_FLOW_POLL,
+                "name": "U-Report Poll",
+                "nodes": [DEMO_POLL_QUESTION_NODE, DEMO_POLL_WAIT_NODE],
+                "wait_node": DEMO_POLL_WAIT_NODE,
+            },
+            {
+                "uuid": DEMO_FLOW_ACTIVATE,
+                "name": "Activate chat",
+                "nodes": [DEMO_ACTIVATE_NODE],
+            },
+        ],
+        "labels": [{"uuid": DEMO_LABEL, "name": "Counselling"}],
+        "contacts": [
+            {
+                "uuid": DEMO_CONTACT_AMINA,
+                "name": "Amina",
+                "urns": ["tel:+256700000001"],
+                "language": "eng",
+                "fields": {"age": "19", "district": "Kampala"},
+                "groups": [DEMO_GROUP_BOT, DEMO_GROUP_UREPORTERS, DEMO_GROUP_ADULTS],
+            },
+            {
+                "uuid": DEMO_CONTACT_BRIAN,
+                "name": "Brian",
+                "urns": ["tel:+256700000002"],
+                "language": "eng",
+                "fields": {"age": "16", "district": "Gulu"},
+                "groups": [DEMO_GROUP_UREPORTERS],
+            },
+            {
+                "uuid": DEMO_CONTACT_CHLOE,
+                "name": "Chloe",
+                "urns": ["telegram:100200300#chloe"],
+                "language": "eng",
+                "fields": {"age": "22", "district": "Mbarara"},
+                "groups": [DEMO_GROUP_UREPORTERS, DEMO_GROUP_ADULTS],
+            },
+            {
+                "uuid": DEMO_CONTACT_DAVID,
+                "name": "David",
+                "urns": ["tel:+256700000004"],
+                "status": "stopped",
+                "fields": {"age": "30"},
+                "groups": [DEMO_GROUP_ADULTS],
+            },
+        ],
+    }
+
+
+SEEDS: dict[str, Callable[[], dict[str, Any]]] = {"demo": demo_seed}
+
+# ---------------------------------------------------------------------------------------------
+# In-memory state
+# ---------------------------------------------------------------------------------------------
+
+
+def now_iso() -> str:
+    """RFC 3339 with microseconds and ``Z``, as RapidPro writes timestamps."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _new_uuid() -> str:
+    return str(uuidlib.uuid4())
+
+
+@dataclass
+class _Contact:
+    uuid: str
+    name: str | None
+    status: str
+    language: str | None
+    urns: list[str]
+    fields: dict[str, Any]
+    created_on: str
+    modified_on: str
+    last_seen_on: str | None
+    seq: int
+    flow: str | None = None  # uuid of the flow the contact is currently in
+
+
+@dataclass
+class _Group:
+    uuid: str
+    name: str
+    query: str | None
+    members: set[str]
+    seq: int
+
+
+@dataclass
+class _Flow:
+    uuid: str
+    name: str
+    type: str
+    archived: bool
+    nodes: list[str]
+    wait_node: str
+    revision: int
+    id: int
+    created_on: str
+    seq: int
+
+
+@dataclass
+class _Label:
+    uuid: str
+    name: str
+    seq: int
+
+
+@dataclass
+class _Message:
+    id: int
+    uuid: str
+    contact: str
+    urn: str | None
+    direction: str  # "in" / "out"
+    text: str
+    attachments: list[str]
+    status: str
+    visibility: str  # visible / archived / deleted
+    labels: list[str]
+    flow: str | None
+    broadcast: int | None
+    created_on: str
+    modified_on: str
+    sent_on: str | None
+    seq: int
+
+
+@dataclass
+class _FlowStart:
+    id: int
+    uuid: str
+    flow: str
+    contacts: list[str]
+    groups: list[str]
+    urns: list[str]
+    restart_participants: bool
+    exclude_active: bool
+    params: dict[str, Any]
+    created_on: str
+    seq: int
+
+
+@dataclass
+class _Broadcast:
+    id: int
+    uuid: str
+    text: Any
+    urns: list[str]
+    contacts: list[str]
+    groups: list[str]
+    created_on: str
+    seq: int
+
+
+@dataclass
+class _Run:
+    uuid: str
+    id: int
+    created_on: str
+    path: list[dict[str, Any]]
+
+
+@dataclass
+class _Fault:
+    id: int
+    status: int | None
+    delay: float
+    count: int | None
+    path: str | None
+    retry_after: int | None
+    body: Any
+
+
+@dataclass
+class Workspace:
+    name: str
+    token: str
+    uuid: str
+    page_size: int
+    anon: bool
+    channel: dict[str, Any]
+    rate_limit: tuple[int, float] | None = None  # (requests, window seconds)
+    hits: deque[float] = field(default_factory=deque)
+    contacts: dict[str, _Contact] = field(default_factory=dict)
+    groups: dict[str, _Group] = field(default_factory=dict)
+    flows: dict[str, _Flow] = field(default_factory=dict)
+    labels: dict[str, _Label] = field(default_factory=dict)
+    messages: dict[int, _Message] = field(default_factory=dict)
+    flow_starts: list[_FlowStart] = field(default_factory=list)
+    broadcasts: list[_Broadcast] = field(default_factory=list)
+    runs: dict[tuple[str, str], _Run] = field(default_factory=dict)  # (contact, flow) -> run
+    faults: list[_Fault] = field(default_factory=list)
+
+
+class FakeState:
+    """All workspaces and the request log; every access holds :attr:`lock`."""
+
+    def __init__(self, *, page_size: int = DEFAULT_PAGE_SIZE, clock: Callable[[], float]) -> None:
+        self.lock = threading.RLock()
+        self.page_size = page_size
+        self.clock = clock
+        self.workspaces: dict[str, Workspace] = {}
+        self.request_log: deque[dict[str, Any]] = deque(maxlen=REQUEST_LOG_SIZE)
+        self._seq = itertools.count(1)
+        self._ids: dict[str, itertools.count[int]] = {}
+
+    def next_seq(self) -> int:
+        return next(self._seq)
+
+    def next_id(self, kind: str) -> int:
+        return next(self._ids.setdefault(kind, itertools.count(1)))
+
+    def by_token(self, token: str) -> Workspace | None:
+        for ws in self.workspaces.values():
+            if ws.token == token:
+                return ws
+        return None
+
+
+class ControlError(Exception):
+    """A bad request to a ``/_fake/`` control endpoint."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def load_workspace(state: FakeState, spec: dict[str, Any]) -> Workspace:
+    """Create a workspace from a spec (see :func:`demo_seed` for the format)."""
+    name = spec.get("name")
+    token = spec.get("token")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise ControlError("workspace 'name' must be a non-empty slug")
+    if not isinstance(token, str) or not token:
+        raise ControlError("workspace 'token' is required")
+    with state.lock:
+        if name in state.workspaces:
+            raise ControlError(f"workspace {name!r} exists", status=409)
+        if state.by_token(token):
+            raise ControlError("that token belongs to another workspace", status=409)
+        channel = dict(spec.get("channel") or {})
+        channel.setdefault("uuid", _new_uuid())
+        channel.setdefault("name", f"{name} channel")
+        channel.setdefault("address", "+10000000000")
+        channel["id"] = state.next_id("channel")
+        ws = Workspace(
+            name=name,
+            token=token,
+            uuid=spec.get("uuid") or _new_uuid(),
+            page_size=_positive_int(spec.get("page_size", state.page_size), "page_size"),
+            anon=bool(spec.get("anon", False)),
+            channel=channel,
+        )
+        if spec.get("rate_limit"):
+            ws.rate_limit = _rate_limit(spec["rate_limit"])
+        state.workspaces[name] = ws
+        try:
+            for group in spec.get("groups", []):
+                add_group(state, ws, group)
+            for flow in spec.get("flows", []):
+                add_flow(state, ws, flow)
+            for label in spec.get("labels", []):
+                add_label(state, ws, label)
+            for contact in spec.get("contacts", []):
+                add_contact(state, ws, contact)
+            for message in spec.get("messages", []):
+                add_message(state, ws, message)
+        except Exception:
+            del state.workspaces[name]
+            raise
+        return ws
+
+
+def _positive_int(value: Any, name: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ControlError(f"{name!r} must be a positive integer")
+    return value
+
+
+def _rate_limit(value: Any) -> tuple[int, float] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ControlError("'rate_limit' must be {'requests': N, 'window': seconds} or null")
+    window = value.get("window", 3600)
+    if not isinstance(window, int | float) or window <= 0:
+        raise ControlError("'window' must be a positive number of seconds")
+    return _positive_int(value.get("requests"), "requests"), float(window)
+
+
+def _unique_uuid(ws_items: dict[str, Any], value: Any) -> str:
+    result = value or _new_uuid()
+    if not isinstance(result, str) or result in ws_items:
+        raise ControlError(f"uuid {result!r} is invalid or already used")
+    return result
+
+
+def add_group(state: FakeState, ws: Workspace, spec: dict[str, Any]) -> _Group:
+    name = spec.get("name")
+    if not isinstance(name, str) or not name:
+        raise ControlError("group 'name' is required")
+    if _find_by_name(ws.groups.values(), name):
+        raise ControlError(f"group {name!r} exists", status=409)
+    group = _Group(
+        uuid=_unique_uuid(ws.groups, spec.get("uuid")),
+        name=name,
+        query=spec.get("query") or None,
+        members=set(),
+        seq=state.next_seq(),
+    )
+    ws.groups[group.uuid] = group
+    return group
+
+
+def add_flow(state: FakeState, ws: Workspace, spec: dict[str, Any]) -> _Flow:
+    name = spec.get("name")
+    if not isinstance(name, str) or not name:
+        raise ControlError("flow 'name' is required")
+    nodes = list(spec.get("nodes") or [_new_uuid(), _new_uuid()])
+    wait_node = spec.get("wait_node") or nodes[-1]
+    if wait_node not in nodes:
+        nodes.append(wait_node)
+    flow = _Flow(
+        uuid=_unique_uuid(ws.flows, spec.get("uuid")),
+        name=name,
+        type=spec.get("type", "message"),
+        archived=bool(spec.get("archived", False)),
+        nodes=nodes,
+        wait_node=wait_node,
+        revision=int(spec.get("revision", 1)),
+        id=state.next_id("flow"),
+        created_on=now_iso(),
+        seq=state.next_seq(),
+    )
+    ws.flows[flow.uuid] = flow
+    return flow
+
+
+def add_label(state: FakeState, ws: Workspace, spec: dict[str, Any]) -> _Label:
+    name = spec.get("name")
+    if not isinstance(name, str) or not name:
+        raise ControlError("label 'name' is required")
+    if _find_by_name(ws.labels.values(), name):
+        raise ControlError(f"label {name!r} exists", status=409)
+    label = _Label(uuid=_unique_uuid(ws.labels, spec.get("uuid")), name=name, seq=state.next_seq())
+    ws.labels[label.uuid] = label
+    return label
+
+
+CONTACT_STATUSES = ("active", "blocked", "stopped", "archived")
+
+
+def add_contact(state: FakeState, ws: Workspace, spec: dict[str, Any]) -> _Contact:
+    status = spec.get("status", "active")
+    if status not in CONTACT_STATUSES:
+        raise ControlError(f"contact 'status' must be one of {', '.join(CONTACT_STATUSES)}")
+    urns = spec.get("urns", [])
+    if not isinstance(urns, list) or not all(isinstance(u, str) and ":" in u for u in urns):
+        raise ControlError("contact 'urns' must be a list of 'scheme:path' strings")
+    groups = [_control_group(ws, ref) for ref in spec.get("groups", [])]
+    created = now_iso()
+    contact = _Contact(
+        uuid=_unique_uuid(ws.contacts, spec.get("uuid")),
+        name=spec.get("name"),
+        status=status,
+        language=spec.get("language"),
+        urns=list(urns),
+        fields=dict(spec.get("fields") or {}),
+        created_on=created,
+        modified_on=created,
+        last_seen_on=spec.get("last_seen_on"),
+        seq=state.next_seq(),
+    )
+    ws.contacts[contact.uuid] = contact
+    for group in groups:
+        group.members.add(contact.uuid)
+    return contact
+
+
+def add_message(state: FakeState, ws: Workspace, spec: dict[str, Any]) -> _Message:
+    contact = ws.contacts.get(spec.get("contact", ""))
+    if contact is None:
+        raise ControlError(f"no contact {spec.get('contact')!r} in workspace {ws.name!r}")
+    direction = spec.get("direction", "in")
+    if direction not in ("in", "out"):
+        raise ControlError("message 'direction' must be 'in' or 'out'")
+    flow = spec.get("flow")
+    if flow is not None and flow not in ws.flows:
+        raise ControlError(f"no flow {flow!r}")
+    labels = [_control_label(ws, ref).uuid for ref in spec.get("labels", [])]
+    status = spec.get("status", "handled" if direction == "in" else "queued")
+    message = _new_message(
+        state,
+        ws,
+        contact,
+        direction=direction,
+        text=str(spec.get("text", "")),
+        status=status,
+        flow=flow,
+        uuid=spec.get("uuid"),
+    )
+    message.labels = labels
+    if spec.get("archived"):
+        message.visibility = "archived"
+    return message
+
+
+def _control_group(ws: Workspace, ref: Any) -> _Group:
+    group = _find_group(ws, ref)
+    if group is None:
+        raise ControlError(f"no group {ref!r} in workspace {ws.name!r}")
+    return group
+
+
+def _control_label(ws: Workspace, ref: Any) -> _Label:
+    label = _find_label(ws, ref)
+    if label is None:
+        raise ControlError(f"no label {ref!r} in workspace {ws.name!r}")
+    return label
+
+
+def _find_by_name(items: Iterable[Any], name: str) -> Any:
+    folded = name.casefold()
+    return next((item for item in items if item.name.casefold() == folded), None)
+
+
+def _find_group(ws: Workspace, ref: Any) -> _Group | None:
+    if not isinstance(ref, str):
+        return None
+    return ws.groups.get(ref) or _find_by_name(ws.groups.values(), ref)
+
+
+def _find_label(ws: Workspace, ref: Any) -> _Label | None:
+    if not isinstance(ref, str):
+        return None
+    return ws.labels.get(ref) or _find_by_name(ws.labels.values(), ref)
+
+
+def _find_contact(ws: Workspace, ref: Any) -> _Contact | None:
+    if not isinstance(ref, str):
+        return None
+    if ref in ws.contacts:
+        return ws.contacts[ref]
+    if ":" in ref:  # a URN
+        return next((c for c in ws.contacts.values() if ref in c.urns), None)
+    return None
+
+
+def _new_message(
+    state: FakeState,
+    ws: Workspace,
+    contact: _Contact,
+    *,
+    direction: str,
+    text: str,
+    status: str,
+    flow: str | None = None,
+    attachments: list[str] | None = None,
+    broadcast: int | None = None,
+    uuid: str | None = None,
+) -> _Message:
+    stamp = now_iso()
+    message = _Message(
+        id=state.next_id("message"),
+        uuid=uuid or _new_uuid(),
+        contact=contact.uuid,
+        urn=contact.urns[0] if contact.urns else None,
+        direction=direction,
+        text=text,
+        attachments=list(attachments or []),
+        status=status,
+        visibility="visible",
+        labels=[],
+        flow=flow,
+        broadcast=broadcast,
+        created_on=stamp,
+        modified_on=stamp,
+        sent_on=None,
+        seq=state.next_seq(),
+    )
+    ws.messages[message.id] = message
+    return message
+
+
+# ---------------------------------------------------------------------------------------------
+# API v2 serialization
+# ---------------------------------------------------------------------------------------------
+
+
+def _mask_urn(ws: Workspace, urn: str) -> str:
+    return f"{urn.partition(':')[0]}:********" if ws.anon else urn
+
+
+def _ref(item: Any) -> dict[str, Any]:
+    return {"uuid": item.uuid, "name": item.name}
+
+
+def _contact_groups(ws: Workspace, contact: _Contact) -> list[_Group]:
+    return sorted((g for g in ws.groups.values() if contact.uuid in g.members), key=lambda g: g.seq)
+
+
+def contact_json(ws: Workspace, contact: _Contact) -> dict[str, Any]:
+    flow = ws.flows.get(contact.flow) if contact.flow else None
+    return {
+        "uuid": contact.uuid,
+        "name": contact.name,
+        "status": contact.status,
+        "language": contact.language,
+        "urns": [_mask_urn(ws, urn) for urn in contact.urns],
+        "groups": [_ref(g) for g in _contact_groups(ws, contact)],
+        "fields": dict(contact.fields),
+        "flow": _ref(flow) if flow else None,
+        "created_on": contact.created_on,
+        "modified_on": contact.modified_on,
+        "last_seen_on": contact.last_seen_on,
+    }
+
+
+def group_json(ws: Workspace, group: _Group) -> dict[str, Any]:
+    return {
+        "uuid": group.uuid,
+        "name": group.name,
+        "query": group.query,
+        "status": "ready",
+        "system": False,
+        "count": len(group.members),
+    }
+
+
+def flow_json(ws: Workspace, flow: _Flow) -> dict[str, Any]:
+    runs = ("active", "waiting", "completed", "interrupted", "expired", "failed")
+    return {
+        "uuid": flow.uuid,
+        "name": flow.name,
+        "type": flow.type,
+        "archived": flow.archived,
+        "labels": [],
+        "expires": 10080,
+        "runs": dict.fromkeys(runs, 0),
+        "results": [],
+        "parent_refs": [],
+        "created_on": flow.created_on,
+        "modified_on": flow.created_on,
+    }
+
+
+def label_json(ws: Workspace, label: _Label) -> dict[str, Any]:
+    count = sum(
+        1 for m in ws.messages.values() if label.uuid in m.labels and m.visibility != "deleted"
+    )
+    return {"uuid": label.uuid, "name": label.name, "count": count}
+
+
+def message_json(ws: Workspace, message: _Message) -> dict[str, Any]:
+    contact = ws.contacts.get(message.contact)
+    flow = ws.flows.get(message.flow) if message.flow else None
+    return {
+        "id": message.id,
+        "uuid": message.uuid,
+        "broadcast": message.broadcast,
+        "contact": {"uuid": message.contact, "name": contact.name if contact else None},
+        "urn": None if ws.anon or message.urn is None else message.urn,
+        "channel": {"uuid": ws.channel["uuid"], "name": ws.channel["name"]}
+        if message.urn
+        else None,
+        "direction": message.direction,
+        "type": "text",
+        "status": message.status,
+        "archived": message.visibility == "archived",
+        "visibility": message.visibility,
+        "text": message.text,
+        "labels": [_ref(ws.labels[u]) for u in message.labels if u in ws.labels],
+        "attachments": [
+            {"content_type": a.partition(":")[0], "url": a.partition(":")[2]}
+            for a in message.attachments
+        ],
+        "quick_replies": [],
+        "flow": _ref(flow) if flow else None,
+        "created_on": message.created_on,
+        "sent_on": message.sent_on,
+        "modified_on": message.modified_on,
+        "media": message.attachments[0] if message.attachments else None,
+    }
+
+
+def flow_start_json(ws: Workspace, start: _FlowStart) -> dict[str, Any]:
+    flow = ws.flows[start.flow]
+    return {
+        "id": start.id,
+        "uuid": start.uuid,
+        "flow": _ref(flow),
+        "contacts": [_ref(ws.contacts[u]) for u in start.contacts if u in ws.contacts],
+        "groups": [_ref(ws.groups[u]) for u in start.groups if u in ws.groups],
+        "urns": list(start.urns),
+        "status": "pending",
+        "progress": {"total": -1, "started": 0},
+        "params": copy.deepcopy(start.params),
+        "extra": copy.deepcopy(start.params),
+        "restart_participants": start.restart_participants,
+        "exclude_active": start.exclude_active,
+        "created_on": start.created_on,
+        "modified_on": start.created_on,
+    }
+
+
+def broadcast_json(ws: Workspace, broadcast: _Broadcast) -> dict[str, Any]:
+    return {
+        "id": broadcast.id,
+        "uuid": broadcast.uuid,
+        "text": broadcast.text,
+        "urns": list(broadcast.urns),
+        "contacts": [_ref(ws.contacts[u]) for u in broadcast.contacts if u in ws.contacts],
+        "groups": [_ref(ws.groups[u]) for u in broadcast.groups if u in ws.groups],
+        "status": "queued",
+        "created_on": broadcast.created_on,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# API v2 request handling
+# ---------------------------------------------------------------------------------------------
+
+
+class ApiError(Exception):
+    """An API answer other than success: status, JSON body, extra headers."""
+
+    def __init__(
+        self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(status)
+        self.status = status
+        self.body = body
+        self.headers = headers or {}
+
+
+class _Errors(dict[str, list[str]]):
+    def add(self, name: str, message: str) -> None:
+        self.setdefault(name, []).append(message)
+
+    def raise_any(self) -> None:
+        if self:
+            raise ApiError(400, dict(self))
+
+
+def _non_field(message: str) -> ApiError:
+    return ApiError(400, {"non_field_errors": [message]})
+
+
+def _json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(json.dumps(data), status=status, headers=headers, mimetype="application/json")
+
+
+def _body() -> dict[str, Any]:
+    raw = request.get_data()
+    if not raw.strip():
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise ApiError(400, {"detail": f"JSON parse error - {exc}"}) from exc
+    if not isinstance(data, dict):
+        kind = type(data).__name__
+        raise _non_field(f"Invalid data. Expected a dictionary, but got {kind}.")
+    return data
+
+
+def _list_field(
+    data: dict[str, Any], name: str, errors: _Errors, *, required: bool = False
+) -> list[Any] | None:
+    if name not in data:
+        if required:
+            errors.add(name, "This field is required.")
+        return None
+    value = data[name]
+    if value is None:
+        errors.add(name, "This field may not be null.")
+    elif not isinstance(value, list):
+        errors.add(name, f'Expected a list of items but got type "{type(value).__name__}".')
+    elif len(value) > MAX_LIST_ITEMS:
+        errors.add(name, f"Ensure this field has no more than {MAX_LIST_ITEMS} elements.")
+    else:
+        return value
+    return None
+
+
+def _choice(data: dict[str, Any], name: str, choices: Iterable[str], errors: _Errors) -> Any:
+    if name not in data:
+        errors.add(name, "This field is required.")
+        return None
+    value = data[name]
+    if value not in tuple(choices):
+        errors.add(name, f'"{value}" is not a valid choice.')
+        return None
+    return value
+
+
+def _boolean(data: dict[str, Any], name: str, default: bool, errors: _Errors) -> bool:
+    value = data.get(name, default)
+    if value in (True, 1, "true", "True", "1"):
+        return True
+    if value in (False, 0, "false", "False", "0"):
+        return False
+    errors.add(name, "Must be a valid boolean.")
+    return default
+
+
+def _contacts_field(
+    ws: Workspace, data: dict[str, Any], name: str, errors: _Errors, *, required: bool = False
+) -> list[_Contact]:
+    refs = _list_field(data, name, errors, required=required)
+    contacts: list[_Contact] = []
+    for ref in refs or []:
+        contact = _find_contact(ws, ref)
+        if contact is None:
+            errors.add(name, f"No such object: {ref}")
+            return []
+        contacts.append(contact)
+    return contacts
+
+
+def _groups_field(ws: Workspace, data: dict[str, Any], errors: _Errors) -> list[_Group]:
+    groups: list[_Group] = []
+    for ref in _list_field(data, "groups", errors) or []:
+        group = _find_group(ws, ref)
+        if group is None:
+            errors.add("groups", f"No such object: {ref}")
+            return []
+        groups.append(group)
+    return groups
+
+
+def _page(ws: Workspace, records: Iterable[Any], render: Callable[[Workspace, Any], Any]) -> Any:
+    """Newest first; the cursor is the seq of the last item shown (opaque to clients)."""
+    ordered = sorted(records, key=lambda r: r.seq, reverse=True)
+    cursor = request.args.get("cursor")
+    if cursor:
+        try:
+            before = int(base64.urlsafe_b64decode(cursor.encode()).decode().removeprefix("s:"))
+        except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+            raise ApiError(404, {"detail": "Invalid cursor"}) from exc
+        ordered = [r for r in ordered if r.seq < before]
+    page = ordered[: ws.page_size]
+    next_url = None
+    if len(ordered) > ws.page_size:
+        args = [(k, v) for k, v in request.args.items(multi=True) if k != "cursor"]
+        token = base64.urlsafe_b64encode(f"s:{page[-1].seq}".encode()).decode()
+        next_url = f"{request.base_url}?{urlencode([*args, ('cursor', token)])}"
+    return {"next": next_url, "previous": None, "results": [render(ws, r) for r in page]}
+
+
+def _filter_uuid(records: Iterable[Any]) -> list[Any]:
+    uuid = request.args.get("uuid")
+    return [r for r in records if uuid is None or r.uuid == uuid]
+
+
+def _filter_name(records: Iterable[Any]) -> list[Any]:
+    name = request.args.get("name")
+    if name is None:
+        return list(records)
+    return [r for r in records if r.name.casefold() == name.casefold()]
+
+
+def api_get_contacts(state: FakeState, ws: Workspace) -> Response:
+    contacts = _filter_uuid(ws.contacts.values())
+    if "urn" in request.args:
+        contacts = [c for c in contacts if request.args["urn"] in c.urns]
+    if "group" in request.args:
+        group = _find_group(ws, request.args["group"])
+        contacts = [c for c in contacts if group is not None and c.uuid in group.members]
+    return _json_response(_page(ws, contacts, contact_json))
+
+
+CONTACT_ACTIONS = ("add", "remove", "block", "unblock", "interrupt", "archive_messages", "delete")
+
+
+def api_contact_actions(state: FakeState, ws: Workspace) -> Response:
+    data = _body()
+    errors = _Errors()
+    refs = _list_field(data, "contacts", errors, required=True)
+    contacts: list[_Contact] = []
+    if refs is not None and not refs:
+        errors.add("contacts", "Contacts can't be empty.")
+    for ref in refs or []:
+        contact = _find_contact(ws, ref)
+        if contact is None:
+            errors.add("contacts", f"No such object: {ref}")
+            break
+        contacts.append(contact)
+    action = _choice(data, "action", CONTACT_ACTIONS, errors)
+    group = None
+    if "group" in data:
+        ref = data["group"]
+        if ref in (None, ""):
+            errors.add("group", "This field may not be null.")
+        else:
+            group = _find_group(ws, ref)
+            if group is None:
+                errors.add("group", f"No such object: {ref}")
+            elif group.query:
+                errors.add("group", f"Contact group must not be query based: {group.name}")
+    errors.raise_any()
+
+    if action in ("add", "remove") and group is None:
+        raise _non_field(f'For action "{action}" you should also specify a group')
+    if action not in ("add", "remove") and group is not None:
+        raise _non_field(f'For action "{action}" you should not specify a group')
+    if action == "add":
+        inactive = [c.uuid for c in contacts if c.status != "active"]
+        if inactive:
+            listed = ", ".join(inactive)
+            raise _non_field(f"Non-active contacts cannot be added to groups: {listed}")
+
+    stamp = now_iso()
+    for contact in contacts:
+        if action == "add" and group is not None:
+            group.members.add(contact.uuid)
+        elif action == "remove" and group is not None:
+            group.members.discard(contact.uuid)
+        elif action in ("interrupt", "block"):
+            _interrupt(ws, contact)
+        elif action == "unblock" and contact.status == "blocked":
+            contact.status = "active"
+        elif action == "archive_messages":
+            for message in ws.messages.values():
+                mine = message.contact == contact.uuid and message.direction == "in"
+                if mine and message.visibility == "visible":
+                    message.visibility = "archived"
+        elif action == "delete":
+            _interrupt(ws, contact)
+            for g in ws.groups.values():
+                g.members.discard(contact.uuid)
+            del ws.contacts[contact.uuid]
+            continue
+        if action == "block":
+            contact.status = "blocked"
+            for g in ws.groups.values():
+                if not g.query:
+                    g.members.discard(contact.uuid)
+        contact.modified_on = stamp
+    return Response(status=204)
+
+
+def _interrupt(ws: Workspace, contact: _Contact) -> None:
+    contact.flow = None
+    for key in [k for k in ws.runs if k[0] == contact.uuid]:
+        del ws.runs[key]
+
+
+def api_get_groups(state: FakeState, ws: Workspace) -> Response:
+    return _json_response(_page(ws, _filter_name(_filter_uuid(ws.groups.values())), group_json))
+
+
+def api_get_flows(state: FakeState, ws: Workspace) -> Response:
+    flows = _filter_uuid(ws.flows.values())
+    if "type" in request.args:
+        flows = [f for f in flows if f.type == request.args["type"]]
+    if "archived" in request.args:
+        wanted = request.args["archived"].lower() in ("1", "true")
+        flows = [f for f in flows if f.archived == wanted]
+    return _json_response(_page(ws, flows, flow_json))
+
+
+def api_get_labels(state: FakeState, ws: Workspace) -> Response:
+    return _json_response(_page(ws, _filter_name(_filter_uuid(ws.labels.values())), label_json))
+
+
+def _check_name(name: Any, errors: _Errors, existing: Iterable[Any]) -> None:
+    if name is None:
+        errors.add("name", "This field is required.")
+    elif name == "":
+        errors.add("name", "This field may not be blank.")
+    elif not isinstance(name, str):
+        errors.add("name", "Not a valid string.")
+    elif len(name) > MAX_NAME_LENGTH:
+        errors.add("name", f"Ensure this field has no more than {MAX_NAME_LENGTH} characters.")
+    elif '"' in name:
+        errors.add("name", 'Cannot contain the character: "')
+    elif _find_by_name(existing, name):
+        errors.add("name", "This field must be unique.")
+
+
+def api_post_labels(state: FakeState, ws: Workspace) -> Response:
+    data = _body()
+    errors = _Errors()
+    target = None
+    if "uuid" in request.args:
+        target = ws.labels.get(request.args["uuid"])
+        if target is None:
+            raise ApiError(404, {"detail": "Not found."})
+    others = [label for label in ws.labels.values() if label is not target]
+    _check_name(data.get("name"), errors, others)
+    errors.raise_any()
+    if target is not None:
+        target.name = data["name"]
+        return _json_response(label_json(ws, target))
+    label = add_label(state, ws, {"name": data["name"]})
+    return _json_response(label_json(ws, label), status=201)
+
+
+MESSAGE_FOLDERS: dict[str, Callable[[_Message], bool]] = {
+    "inbox": lambda m: m.direction == "in" and m.visibility == "visible" and m.flow is None,
+    "flows": lambda m: m.direction == "in" and m.visibility == "visible" and m.flow is not None,
+    "archived": lambda m: m.direction == "in" and m.visibility == "archived",
+    "outbox": lambda m: m.direction == "out" and m.status in ("initializing", "queued"),
+    "sent": lambda m: m.direction == "out" and m.status in ("wired", "sent", "delivered"),
+    "failed": lambda m: m.direction == "out" and m.status == "failed",
+    "incoming": lambda m: m.direction == "in",
+}
+
+
+def api_get_messages(state: FakeState, ws: Workspace) -> Response:
+    args = request.args
+    exclusive = [p for p in ("contact", "folder", "label", "broadcast") if p in args]
+    if len(exclusive) > 1:
+        names = ", ".join(("contact", "folder", "label", "broadcast"))
+        raise ApiError(400, {"detail": f"You may only specify one of the {names} parameters"})
+    messages = _filter_uuid(ws.messages.values())
+    folder = args.get("folder", "").lower() or None
+    if folder != "incoming":
+        messages = [m for m in messages if m.visibility != "deleted"]
+    if "id" in args:
+        if not args["id"].isdigit():
+            raise ApiError(400, {"detail": "Value for id must be an integer"})
+        messages = [m for m in messages if m.id == int(args["id"])]
+    if "contact" in args:
+        messages = [m for m in messages if m.contact == args["contact"]]
+    if folder is not None:
+        keep = MESSAGE_FOLDERS.get(folder, lambda m: False)
+        messages = [m for m in messages if keep(m)]
+    if "label" in args:
+        label = _find_label(ws, args["label"])
+        messages = [m for m in messages if label is not None and label.uuid in m.labels]
+    if "broadcast" in args:
+        messages = [m for m in messages if str(m.broadcast) == args["broadcast"]]
+    return _json_response(_page(ws, messages, message_json))
+
+
+def _text_and_attachments(data: dict[str, Any], errors: _Errors) -> tuple[Any, list[str]]:
+    text = data.get("text")
+    if text is not None and not isinstance(text, str | dict):
+        errors.add("text", "Not a valid string.")
+        text = None
+    elif isinstance(text, str) and len(text) > MAX_TEXT_LENGTH:
+        errors.add("text", f"Ensure this field has no more than {MAX_TEXT_LENGTH} characters.")
+    attachments = data.get("attachments") or []
+    if not isinstance(attachments, list):
+        errors.add("attachments", "Expected a list of items.")
+        attachments = []
+    elif len(attachments) > 10:
+        errors.add("attachments", "Ensure this field has no more than 10 elements.")
+    for item in attachments:
+        if not isinstance(item, str) or ":" not in item:
+            errors.add("attachments", f"No such object: {item}")
+            break
+    return text, attachments
+
+
+def api_post_messages(state: FakeState, ws: Workspace) -> Response:
+    data = _body()
+    errors = _Errors()
+    contact = None
+    if "contact" not in data:
+        errors.add("contact", "This field is required.")
+    else:
+        contact = _find_contact(ws, data["contact"])
+        if contact is None:
+            errors.add("contact", f"No such object: {data['contact']}")
+    text, attachments = _text_and_attachments(data, errors)
+    if isinstance(text, dict):
+        errors.add("text", "Not a valid string.")
+    errors.raise_any()
+    assert contact is not None
+    if not text and not attachments:
+        raise _non_field("Must provide either text or attachments.")
+    message = _new_message(
+        state,
+        ws,
+        contact,
+        direction="out",
+        text=text or "",
+        attachments=attachments,
+        status="queued" if contact.urns else "failed",
+    )
+    return _json_response(message_json(ws, message), status=201)
+
+
+def api_get_broadcasts(state: FakeState, ws: Workspace) -> Response:
+    return _json_response(_page(ws, _filter_uuid(ws.broadcasts), broadcast_json))
+
+
+def api_post_broadcasts(state: FakeState, ws: Workspace) -> Response:
+    data = _body()
+    errors = _Errors()
+    contacts = _contacts_field(ws, data, "contacts", errors)
+    groups = _groups_field(ws, data, errors)
+    urns = _list_field(data, "urns", errors) or []
+    text, attachments = _text_and_attachments(data, errors)
+    errors.raise_any()
+    if not text and not attachments:
+        raise _non_field("Must provide either text or attachments.")
+    broadcast = _Broadcast(
+        id=state.next_id("broadcast"),
+        uuid=_new_uuid(),
+        text=text,
+        urns=list(urns),
+        contacts=[c.uuid for c in contacts],
+        groups=[g.uuid for g in groups],
+        created_on=now_iso(),
+        seq=state.next_seq(),
+    )
+    ws.broadcasts.append(broadcast)
+    recipients = {c.uuid: c for c in contacts}
+    for group in groups:
+        recipients.update({u: ws.contacts[u] for u in group.members if u in ws.contacts})
+    body = text if isinstance(text, str) else next(iter(text.values()), "") if text else ""
+    for contact in recipients.values():
+        if contact.status == "active":
+            _new_message(
+                state,
+                ws,
+                contact,
+                direction="out",
+                text=str(body),
+                attachments=attachments,
+                status="queued",
+                broadcast=broadcast.id,
+            )
+    return _json_response(broadcast_json(ws, broadcast), status=201)
+
+
+def api_get_flow_starts(state: FakeState, ws: Workspace) -> Response:
+    return _json_response(_page(ws, _filter_uuid(ws.flow_starts), flow_start_json))
+
+
+def api_post_flow_starts(state: FakeState, ws: Workspace) -> Response:
+    data = _body()
+    errors = _Errors()
+    flow = None
+    if "flow" not in data or data["flow"] is None:
+        errors.add("flow", "This field is required.")
+    else:
+        flow = ws.flows.get(data["flow"]) if isinstance(data["flow"], str) else None
+        flow = flow or _find_by_name(ws.flows.values(), str(data["flow"]))
+        if flow is None:
+            errors.add("flow", f"No such object: {data['flow']}")
+    contacts = _contacts_field(ws, data, "contacts", errors)
+    groups = _groups_field(ws, data, errors)
+    urns = _list_field(data, "urns", errors) or []
+    restart = _boolean(data, "restart_participants", True, errors)
+    exclude_active = _boolean(data, "exclude_active", False, errors)
+    params: dict[str, Any] = {}
+    for key in ("extra", "params"):  # "params" wins over the deprecated "extra"
+        if key in data and data[key] is not None:
+            if not isinstance(data[key], dict):
+                errors.add(key, "Must be a valid JSON object")
+            else:
+                params = data[key]
+    errors.raise_any()
+    assert flow is not None
+    if not (contacts or groups or urns):
+        raise _non_field("Must specify at least one group, contact or URN")
+    start = _FlowStart(
+        id=state.next_id("flow_start"),
+        uuid=_new_uuid(),
+        flow=flow.uuid,
+        contacts=[c.uuid for c in contacts],
+        groups=[g.uuid for g in groups],
+        urns=list(urns),
+        restart_participants=restart,
+        exclude_active=exclude_active,
+        params=copy.deepcopy(params),
+        created_on=now_iso(),
+        seq=state.next_seq(),
+    )
+    ws.flow_starts.append(start)
+    for contact in contacts:
+        if contact.status == "active":
+            contact.flow = flow.uuid
+    return _json_response(flow_start_json(ws, start), status=201)
+
+
+MESSAGE_ACTIONS = ("label", "unlabel", "archive", "restore", "delete")
+
+
+def api_message_actions(state: FakeState, ws: Workspace) -> Response:
+    data = _body()
+    errors = _Errors()
+    requested: list[tuple[Any, _Message | None]] = []
+    for item in _list_field(data, "messages", errors, required=True) or []:
+        if not isinstance(item, int) or isinstance(item, bool):
+            kind = type(item).__name__
+            errors.add("messages", f"Incorrect type. Expected pk value, received {kind}.")
+            break
+        message = ws.messages.get(item)
+        if message is not None and message.visibility == "deleted":
+            message = None
+        if message is not None and message.direction != "in":
+            errors.add("messages", f"Not an incoming message: {item}")
+            break
+        requested.append((item, message))
+    action = _choice(data, "action", MESSAGE_ACTIONS, errors)
+    label = None
+    if "label" in data:
+        if data["label"] in (None, ""):
+            errors.add("label", "This field may not be null.")
+        else:
+            label = _find_label(ws, data["label"])
+            if label is None:
+                errors.add("label", f"No such object: {data['label']}")
+    label_name = data.get("label_name")
+    if label_name is not None:
+        if not isinstance(label_name, str) or len(label_name) > MAX_NAME_LENGTH:
+            too_long = f"Ensure this field has no more than {MAX_NAME_LENGTH} characters."
+            errors.add("label_name", too_long)
+        elif '"' in label_name:
+            errors.add("label_name", 'Cannot contain the character: "')
+    errors.raise_any()
+    if label is not None and label_name:
+        raise _non_field("Can't specify both label and label_name.")
+    wants_label = action in ("label", "unlabel")
+    if wants_label and not (label or label_name):
+        raise _non_field(f'For action "{action}" you should also specify a label')
+    if not wants_label and (label or label_name):
+        raise _non_field(f'For action "{action}" you should not specify a label')
+
+    if label is None and label_name:
+        label = _find_by_name(ws.labels.values(), label_name)
+        if label is None and action == "label":
+            label = add_label(state, ws, {"name": label_name})
+    stamp = now_iso()
+    for _, message in requested:
+        if message is None:
+            continue
+        if action == "label" and label is not None and label.uuid not in message.labels:
+            message.labels.append(label.uuid)
+        elif action == "unlabel" and label is not None and label.uuid in message.labels:
+            message.labels.remove(label.uuid)
+        elif action == "archive" and message.visibility == "visible":
+            message.visibility = "archived"
+        elif action == "restore" and message.visibility == "archived":
+            message.visibility = "visible"
+        elif action == "delete":
+            message.visibility = "deleted"
+        message.modified_on = stamp
+    failures = [item for item, message in requested if message is None]
+    if failures:
+        return _json_response({"failures": failures})
+    return Response(status=204)
+
+
+def api_get_org(state: FakeState, ws: Workspace) -> Response:
+    return _json_response(
+        {
+            "uuid": ws.uuid,
+            "name": ws.name,
+            "country": "UG",
+            "languages": ["eng"],
+            "primary_language": "eng",
+            "timezone": "Africa/Kampala",
+            "date_style": "day_first",
+            "anon": ws.anon,
+            "credits": {"used": -1, "remaining": -1},
+        }
+    )
+
+
+Handler = Callable[[FakeState, Workspace], Response]
+
+ENDPOINTS: dict[str, dict[str, Handler]] = {
+    "contacts": {"GET": api_get_contacts},
+    "contact_actions": {"POST": api_contact_actions},
+    "groups": {"GET": api_get_groups},
+    "flows": {"GET": api_get_flows},
+    "labels": {"GET": api_get_labels, "POST": api_post_labels},
+    "messages": {"GET": api_get_messages, "POST": api_post_messages},
+    "message_actions": {"POST": api_message_actions},
+    "broadcasts": {"GET": api_get_broadcasts, "POST": api_post_broadcasts},
+    "flow_starts": {"GET": api_get_flow_starts, "POST": api_post_flow_starts},
+    "org": {"GET": api_get_org},
+    "workspace": {"GET": api_get_org},
+}
+
+
+def _authenticate(state: FakeState) -> Workspace:
+    header = request.headers.get("Authorization", "")
+    if not header:
+        raise ApiError(403, {"detail": "Authentication credentials were not provided."})
+    scheme, _, key = header.partition(" ")
+    ws = state.by_token(key.strip()) if scheme.lower() == "token" and key.strip() else None
+    if ws is None:
+        raise ApiError(403, {"detail": "Invalid token"})
+    return ws
+
+
+def _take_fault(ws: Workspace, endpoint: str) -> _Fault | None:
+    for fault in ws.faults:
+        prefix = (fault.path or "").removeprefix("/api/v2/").removeprefix("/")
+        if endpoint.startswith(prefix):
+            if fault.count is not None:
+                fault.count -= 1
+                if fault.count <= 0:
+                    ws.faults.remove(fault)
+            return fault
+    return None
+
+
+def _throttle(state: FakeState, ws: Workspace) -> None:
+    if ws.rate_limit is None:
+        return
+    limit, window = ws.rate_limit
+    now = state.clock()
+    while ws.hits and ws.hits[0] <= now - window:
+        ws.hits.popleft()
+    if len(ws.hits) >= limit:
+        wait = max(1, math.ceil(ws.hits[0] + window - now))
+        raise ApiError(
+            429,
+            {"detail": f"Request was throttled. Expected available in {wait} seconds."},
+            {"Retry-After": str(wait)},
+        )
+    ws.hits.append(now)
+
+
+def _handle_api(state: FakeState, endpoint: str) -> Response:
+    workspace: str | None = None
+    try:
+        if endpoint not in ENDPOINTS:
+            raise ApiError(404, {"detail": "Not found."})
+        with state.lock:
+            ws = _authenticate(state)
+            workspace = ws.name
+            fault = _take_fault(ws, endpoint)
+        if fault is not None:
+            if fault.delay:
+                time.sleep(fault.delay)
+            if fault.status is not None:
+                headers = {}
+                if fault.retry_after is not None:
+                    headers["Retry-After"] = str(fault.retry_after)
+                body = fault.body if fault.body is not None else {"detail": "Injected fault"}
+                if isinstance(body, str):
+                    return Response(body, status=fault.status, headers=headers)
+                return _json_response(body, fault.status, headers)
+        with state.lock:
+            _throttle(state, ws)
+            handler = ENDPOINTS[endpoint].get(request.method)
+            if handler is None:
+                raise ApiError(405, {"detail": f'Method "{request.method}" not allowed.'})
+            return handler(state, ws)
+    except ApiError as exc:
+        return _json_response(exc.body, exc.status, exc.headers)
+    finally:
+        request.environ["fake.workspace"] = workspace
+
+
+def _log_request(state: FakeState, endpoint: str, response: Response) -> None:
+    body = request.get_json(silent=True, force=True) if request.get_data() else None
+    with state.lock:
+        state.request_log.append(
+            {
+                "seq": state.next_seq(),
+                "time": now_iso(),
+                "workspace": request.environ.get("fake.workspace"),
+                "method": request.method,
+                "endpoint": endpoint,
+                "path": request.path,
+                "query": {k: request.args.getlist(k) for k in request.args},
+                "body": body,
+                "status": response.status_code,
+            }
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Control endpoints (/_fake/...)
+# ---------------------------------------------------------------------------------------------
+
+
+def _workspace_summary(ws: Workspace) -> dict[str, Any]:
+    limit = {"requests": ws.rate_limit[0], "window": ws.rate_limit[1]} if ws.rate_limit else None
+    return {
+        "name": ws.name,
+        "uuid": ws.uuid,
+        "token": ws.token,
+        "page_size": ws.page_size,
+        "anon": ws.anon,
+        "rate_limit": limit,
+        "channel": dict(ws.channel),
+    }
+
+
+def _fault_json(fault: _Fault) -> dict[str, Any]:
+    return {
+        "id": fault.id,
+        "status": fault.status,
+        "delay": fault.delay,
+        "count": fault.count,
+        "path": fault.path,
+        "retry_after": fault.retry_after,
+        "body": fault.body,
+    }
+
+
+def workspace_state(ws: Workspace) -> dict[str, Any]:
+    """Everything the fake knows about a workspace, oldest first."""
+
+    def ordered(items: Iterable[Any]) -> list[Any]:
+        return sorted(items, key=lambda r: r.seq)
+
+    messages = []
+    for message in ordered(ws.messages.values()):
+        entry = message_json(ws, message)
+        entry["urn"] = message.urn  # the real URN, even in anon workspaces
+        messages.append(entry)
+    return {
+        "workspace": _workspace_summary(ws),
+        "contacts": [contact_json(ws, c) for c in ordered(ws.contacts.values())],
+        "groups": [
+            {**group_json(ws, g), "members": sorted(g.members)} for g in ordered(ws.groups.values())
+        ],
+        "flows": [
+            {**flow_json(ws, f), "nodes": list(f.nodes), "wait_node": f.wait_node}
+            for f in ordered(ws.flows.values())
+        ],
+        "labels": [label_json(ws, label) for label in ordered(ws.labels.values())],
+        "messages": messages,
+        "outgoing": [m for m in messages if m["direction"] == "out"],
+        "flow_starts": [flow_start_json(ws, s) for s in ordered(ws.flow_starts)],
+        "broadcasts": [broadcast_json(ws, b) for b in ordered(ws.broadcasts)],
+        "runs": [
+            {"contact": contact, "flow": flow, "uuid": run.uuid, "path": list(run.path)}
+            for (contact, flow), run in ws.runs.items()
+        ],
+        "faults": [_fault_json(f) for f in ws.faults],
+    }
+
+
+def _control_workspace(state: FakeState, name: str) -> Workspace:
+    ws = state.workspaces.get(name)
+    if ws is None:
+        raise ControlError(f"no workspace {name!r}", status=404)
+    return ws
+
+
+def _control_body() -> dict[str, Any]:
+    data = request.get_json(silent=True, force=True)
+    if data is None and request.get_data().strip():
+        raise ControlError("body must be JSON")
+    if data is not None and not isinstance(data, dict):
+        raise ControlError("body must be a JSON object")
+    return data or {}
+
+
+def _make_fault(state: FakeState, spec: dict[str, Any]) -> _Fault:
+    status = spec.get("status", 503)
+    if status is not None and (not isinstance(status, int) or not 100 <= status <= 599):
+        raise ControlError("'status' must be an HTTP status or null (delay only)")
+    delay = spec.get("delay", 0.0)
+    count = spec.get("count")
+    if not isinstance(delay, int | float) or delay < 0:
+        raise ControlError("'delay' must be a number of seconds")
+    if count is not None:
+        _positive_int(count, "count")
+    retry_after = spec.get("retry_after")
+    if retry_after is None and status == 429:
+        retry_after = 1
+    return _Fault(
+        id=state.next_id("fault"),
+        status=status,
+        delay=float(delay),
+        count=count,
+        path=spec.get("path"),
+        retry_after=retry_after,
+        body=spec.get("body"),
+    )
+
+
+def _run_for(
+    state: FakeState,
+    ws: Workspace,
+    contact: _Contact,
+    flow: _Flow,
+    node: str,
+    *,
+    stamp: str,
+    keep: bool,
+) -> _Run:
+    """The contact's run in the flow (reused while active), with ``node`` appended to its path."""
+    run = ws.runs.get((contact.uuid, flow.uuid))
+    if run is None:
+        run = _Run(uuid=_new_uuid(), id=state.next_id("run"), created_on=stamp, path=[])
+        leading = flow.nodes[: flow.nodes.index(node)] if node in flow.nodes else []
+        run.path.extend({"node_uuid": n, "arrived_on": stamp} for n in leading)
+        if keep:
+            ws.runs[(contact.uuid, flow.uuid)] = run
+    else:
+        run = copy.deepcopy(run) if not keep else run
+    run.path.append({"node_uuid": node, "arrived_on": stamp})
+    return run
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+def _prepare_webhook(
+    state: FakeState, ws: Workspace, contact_uuid: str, spec: dict[str, Any]
+) -> tuple[webhooks.WebhookContext, _Message | None, str]:
+    contact = ws.contacts.get(contact_uuid)
+    if contact is None:
+        raise ControlError(f"no contact {contact_uuid!r} in workspace {ws.name!r}", status=404)
+    if contact.status == "blocked":
+        raise ControlError("the contact is blocked: the engine ignores its messages", status=409)
+    if spec.get("flow"):
+        flow = ws.flows.get(spec["flow"])
+        if flow is None:
+            raise ControlError(f"no flow {spec['flow']!r}")
+    else:
+        flow = min(ws.flows.values(), key=lambda f: f.seq, default=None)
+        if flow is None:
+            raise ControlError("the workspace has no flow")
+    node = spec.get("node") or flow.wait_node
+    simulation = bool(spec.get("simulation", False))
+    text = spec.get("text", "")
+    attachments = []
+    for item in spec.get("attachments", []):
+        if isinstance(item, str):
+            content_type, _, url = item.partition(":")
+            item = {"content_type": content_type, "url": url}
+        attachments.append({"content_type": item["content_type"], "url": item["url"]})
+    if not isinstance(text, str) or not (text or attachments):
+        raise ControlError("'text' (or 'attachments') is required")
+    if not contact.urns:
+        raise ControlError("the contact has no URN to write from")
+
+    stamp = now_iso()
+    message = None
+    if simulation:  # the simulator's messages are not stored by the engine
+        message_uuid = _new_uuid()
+    else:
+        if contact.status == "stopped":  # writing in again opts the contact back in
+            contact.status = "active"
+        message = _new_message(
+            state,
+            ws,
+            contact,
+            direction="in",
+            text=text,
+            status="handled",
+            flow=flow.uuid,
+            attachments=[f"{a['content_type']}:{a['url']}" for a in attachments],
+        )
+        message_uuid = message.uuid
+        contact.last_seen_on = stamp
+        contact.modified_on = stamp
+        contact.flow = flow.uuid
+    run = _run_for(state, ws, contact, flow, node, stamp=stamp, keep=not simulation)
+
+    result_name = spec.get("result_name", "Message")
+    results = spec.get("results")
+    if results is None:
+        results = {
+            _snake(result_name): {
+                "name": result_name,
+                "value": text,
+                "category": "All Responses",
+                "node_uuid": node,
+                "input": text,
+                "created_on": stamp,
+            }
+        }
+    urn = _mask_urn(ws, contact.urns[0])
+    context = webhooks.WebhookContext(
+        contact_uuid=contact.uuid,
+        contact_name=contact.name,
+        contact_urn=urn,
+        contact_language=contact.language,
+        contact_groups=tuple(_ref(g) for g in _contact_groups(ws, contact)),
+        contact_fields=dict(contact.fields),
+        flow_uuid=flow.uuid,
+        flow_name=flow.name,
+        flow_id=flow.id,
+        flow_revision=flow.revision,
+        node_uuid=node,
+        run_uuid=run.uuid,
+        run_id=run.id,
+        run_created_on=run.created_on,
+        path=tuple(dict(step) for step in run.path),
+        text=text,
+        message_uuid=message_uuid,
+        message_created_on=stamp,
+        attachments=tuple(attachments),
+        channel={k: ws.channel[k] for k in ("uuid", "name", "address")},
+        channel_id=ws.channel["id"],
+        results=results,
+    )
+    return context, message, message_uuid
+
+
+def _emit_webhook(state: FakeState, ws_name: str, contact_uuid: str) -> Response:
+    spec = _control_body()
+    shape = spec.get("shape", "upartners")
+    if shape not in webhooks.BUILDERS:
+        raise ControlError(f"'shape' must be one of {', '.join(webhooks.BUILDERS)}")
+    url = spec.get("url")
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise ControlError("'url' (the ingest webhook URL) is required")
+    extra_headers = spec.get("headers") or {}
+    if not isinstance(extra_headers, dict):
+        raise ControlError("'headers' must be an object")
+    with state.lock:
+        ws = _control_workspace(state, ws_name)
+        context, message, message_uuid = _prepare_webhook(state, ws, contact_uuid, spec)
+    body, content_type = webhooks.BUILDERS[shape](context)
+    headers = webhooks.mailroom_headers(simulation=bool(spec.get("simulation", False)))
+    content_type = spec.get("content_type", content_type)
+    if content_type:
+        headers["Content-Type"] = content_type
+    headers.update({str(k): str(v) for k, v in extra_headers.items()})
+    result: dict[str, Any] = {
+        "message": {"id": message.id if message else None, "uuid": message_uuid},
+        "run": context.run_uuid,
+        "request": {"content_type": content_type, "body": body.decode("utf-8")},
+    }
+    started = time.monotonic()
+    try:
+        answer = requests.post(url, data=body, headers=headers, timeout=webhooks.WEBHOOK_TIMEOUT)
+    except requests.RequestException as exc:
+        result.update(status=None, body=None, error=f"{type(exc).__name__}: {exc}")
+    else:
+        try:
+            answer_body: Any = answer.json()
+        except ValueError:
+            answer_body = answer.text
+        result.update(status=answer.status_code, body=answer_body, error=None)
+    result["elapsed_ms"] = round((time.monotonic() - started) * 1000)
+    return _json_response(result)
+
+
+def _register_control(app: Flask, state: FakeState) -> None:
+    def route(rule: str, methods: list[str]) -> Callable[[Callable[..., Any]], Any]:
+        def decorator(fn: Callable[..., Any]) -> Any:
+            def view(**kwargs: Any) -> Response:
+                try:
+                    result = fn(**kwargs)
+                except ControlError as exc:
+                    return _json_response({"error": str(exc)}, exc.status)
+                if isinstance(result, Response):
+                    return result
+                data, status = result if isinstance(result, tuple) else (result, 200)
+                return _json_response(data, status)
+
+            app.add_url_rule(f"/_fake{rule}", f"fake{rule}", view, methods=methods)
+            return fn
+
+        return decorator
+
+    @route("/health", ["GET"])
+    def health() -> Any:
+        return {"ok": True, "service": "contract fake of the RapidPro API v2"}
+
+    @route("/reset", ["POST"])
+    def reset() -> Any:
+        body = _control_body()
+        with state.lock:
+            state.workspaces.clear()
+            state.request_log.clear()
+            seed = body.get("seed")
+            if seed is not None:
+                if seed not in SEEDS:
+                    raise ControlError(f"unknown seed {seed!r}")
+                load_workspace(state, SEEDS[seed]())
+            return {"workspaces": sorted(state.workspaces)}
+
+    @route("/workspaces", ["GET", "POST"])
+    def workspaces() -> Any:
+        with state.lock:
+            if request.method == "GET":
+                return [_workspace_summary(ws) for ws in state.workspaces.values()]
+            body = _control_body()
+            if "seed" in body:
+                if body["seed"] not in SEEDS:
+                    raise ControlError(f"unknown seed {body['seed']!r}")
+                body = SEEDS[body["seed"]]()
+            return _workspace_summary(load_workspace(state, body)), 201
+
+    @route("/workspaces/<ws>", ["GET", "DELETE"])
+    def workspace(ws: str) -> Any:
+        with state.lock:
+            found = _control_workspace(state, ws)
+            if request.method == "DELETE":
+                del state.workspaces[ws]
+                return Response(status=204)
+            return _workspace_summary(found)
+
+    @route("/workspaces/<ws>/state", ["GET"])
+    def read_state(ws: str) -> Any:
+        with state.lock:
+            return workspace_state(_control_workspace(state, ws))
+
+    @route("/workspaces/<ws>/settings", ["POST"])
+    def settings(ws: str) -> Any:
+        body = _control_body()
+        with state.lock:
+            found = _control_workspace(state, ws)
+            if "page_size" in body:
+                found.page_size = _positive_int(body["page_size"], "page_size")
+            if "rate_limit" in body:
+                found.rate_limit = _rate_limit(body["rate_limit"])
+                found.hits.clear()
+            if "anon" in body:
+                found.anon = bool(body["anon"])
+            return _workspace_summary(found)
+
+    @route("/workspaces/<ws>/groups", ["POST"])
+    def create_group(ws: str) -> Any:
+        body = _control_body()
+        with state.lock:
+            found = _control_workspace(state, ws)
+            group = add_group(state, found, body)
+            return {**group_json(found, group), "members": []}, 201
+
+    @route("/workspaces/<ws>/flows", ["POST"])
+    def create_flow(ws: str) -> Any:
+        body = _control_body()
+        with state.lock:
+            found = _control_workspace(state, ws)
+            flow = add_flow(state, found, body)
+            return {**flow_json(found, flow), "nodes": flow.nodes, "wait_node": flow.wait_node}, 201
+
+    @route("/workspaces/<ws>/labels", ["POST"])
+    def create_label(ws: str) -> Any:
+        body = _control_body()
+        with state.lock:
+            found = _control_workspace(state, ws)
+            return label_json(found, add_label(state, found, body)), 201
+
+    @route("/workspaces/<ws>/contacts", ["POST"])
+    def create_contact(ws: str) -> Any:
+        body = _control_body()
+        with state.lock:
+            found = _control_workspace(state, ws)
+            return contact_json(found, add_contact(state, found, body)), 201
+
+    @route("/workspaces/<ws>/contacts/<uuid>", ["PATCH"])
+    def update_contact(ws: str, uuid: str) -> Any:
+        body = _control_body()
+        with state.lock:
+            found = _control_workspace(state, ws)
+            contact = found.contacts.get(uuid)
+            if contact is None:
+                raise ControlError(f"no contact {uuid!r}", status=404)
+            if "status" in body:
+                if body["status"] not in CONTACT_STATUSES:
+                    raise ControlError(f"'status' must be one of {', '.join(CONTACT_STATUSES)}")
+                contact.status = body["status"]
+            for key in ("name", "language"):
+                if key in body:
+                    setattr(contact, key, body[key])
+            if "fields" in body:
+                contact.fields.update(body["fields"] or {})
+            if "groups" in body:
+                wanted = {_control_group(found, ref).uuid for ref in body["groups"]}
+                for group in found.groups.values():
+                    if group.uuid in wanted:
+                        group.members.add(uuid)
+                    else:
+                        group.members.discard(uuid)
+            contact.modified_on = now_iso()
+            return contact_json(found, contact)
+
+    @route("/workspaces/<ws>/messages", ["POST"])
+    def create_message(ws: str) -> Any:
+        body = _control_body()
+        with state.lock:
+            found = _control_workspace(state, ws)
+            return message_json(found, add_message(state, found, body)), 201
+
+    @route("/workspaces/<ws>/faults", ["GET", "POST", "DELETE"])
+    def faults(ws: str) -> Any:
+        body = _control_body() if request.method == "POST" else {}
+        with state.lock:
+            found = _control_workspace(state, ws)
+            if request.method == "DELETE":
+                found.faults.clear()
+                return Response(status=204)
+            if request.method == "POST":
+                fault = _make_fault(state, body)
+                found.faults.append(fault)
+                return _fault_json(fault), 201
+            return [_fault_json(f) for f in found.faults]
+
+    @route("/workspaces/<ws>/contacts/<uuid>/send", ["POST"])
+    def send(ws: str, uuid: str) -> Any:
+        return _emit_webhook(state, ws, uuid)
+
+    @route("/requests", ["GET", "DELETE"])
+    def request_log() -> Any:
+        with state.lock:
+            if request.method == "DELETE":
+                state.request_log.clear()
+                return Response(status=204)
+            entries = list(state.request_log)
+        for key in ("workspace", "endpoint", "method"):
+            if key in request.args:
+                entries = [e for e in entries if e[key] == request.args[key]]
+        return entries
+
+
+def create_app(
+    *,
+    seed: str | None = None,
+    page_size: int = DEFAULT_PAGE_SIZE,
+    clock: Callable[[], float] = time.monotonic,
+    state: FakeState | None = None,
+) -> Flask:
+    """Build the contract fake's Flask app.
+
+    ``page_size`` is the default for new workspaces; ``clock`` (seconds, monotonic) drives the
+    rate limiter, so tests can share a fake clock with the client's ``sleep``.
+    """
+    state = state or FakeState(page_size=page_size, clock=clock)
+    if seed is not None:
+        if seed not in SEEDS:
+            raise ValueError(f"unknown seed {seed!r}; known: {', '.join(SEEDS)}")
+        load_workspace(state, SEEDS[seed]())
+    app = Flask(__name__)
+    app.extensions["rapidpro_fake"] = state
+
+    @app.route("/api/v2/<path:name>", methods=["GET", "POST", "DELETE", "PUT", "PATCH"])
+    def api(name: str) -> Response:
+        endpoint = name.removesuffix(".json") if name.endswith(".json") else f"{name}/"
+        response = _handle_api(state, endpoint)
+        _log_request(state, endpoint, response)
+        return response
+
+    _register_control(app, state)
+    return app
