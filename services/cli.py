@@ -18,7 +18,9 @@ from types import ModuleType
 
 from shared.settings import Settings
 
+# The services with tables (and so migrations and a relay), and those that consume events.
 SERVICES = ("ingest",)
+WORKERS: tuple[str, ...] = ()
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -71,6 +73,18 @@ def cmd_relay(args: argparse.Namespace, settings: Settings) -> int:
     stop_on_signals(relay)
     logging.getLogger(__name__).info("relay of %s started", args.service)
     relay.run()
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from shared.bus.runtime import make_worker
+
+    migrate(settings, (args.service,))
+    worker_module = importlib.import_module(f"services.{args.service}.worker")
+    worker = make_worker(settings, worker_module.subscriptions(settings))
+    stop_on_signals(worker)
+    logging.getLogger(__name__).info("%s worker started", args.service)
+    worker.run()
     return 0
 
 
@@ -159,6 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     web.add_argument("service", choices=["ingest"])
     web.add_argument("--bind", default="0.0.0.0:8000")
     web.set_defaults(func=cmd_web)
+
+    worker = sub.add_parser("worker", help="a service's event consumer")
+    worker.add_argument("service", choices=WORKERS)
+    worker.set_defaults(func=cmd_worker)
 
     relay = sub.add_parser("relay", help="publish a service's outbox")
     relay.add_argument("service", choices=SERVICES)

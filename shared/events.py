@@ -33,9 +33,12 @@ CASE_REOPENED = "case.reopened"
 OUTGOING_REQUESTED = "outgoing.requested"
 OUTGOING_SENT = "outgoing.sent"
 OUTGOING_FAILED = "outgoing.failed"
+MESSAGE_ARCHIVED = "message.archived"
+MESSAGE_RESTORED = "message.restored"
 CONTACT_SUSPENDED = "contact.suspended"
 CONTACT_RESTORED = "contact.restored"
 FOLLOWUP_STARTED = "followup.started"
+CATALOG_SYNCED = "catalog.synced"
 
 
 class BadEvent(ValueError):
@@ -114,12 +117,144 @@ class LabelDeleted(_Data):
     label_version = fields.Integer(required=True, validate=validate.Range(min=1))
 
 
+class OrgUpdated(_Data):
+    """An org's settings that other services act on. Never a secret: the flow engine's URL and
+    token are configured in flowbridge itself."""
+
+    name = fields.String(required=True)
+    timezone = fields.String(required=True)
+    suspend_groups = fields.List(_uuid(), load_default=list)
+    followup_flow = fields.String(allow_none=True, load_default=None)
+    followup_every_close = fields.Boolean(load_default=False)
+    interrupt_on_open = fields.Boolean(load_default=False)
+    mirror_labels = fields.Boolean(load_default=False)
+    mirror_archive = fields.Boolean(load_default=False)
+    org_version = fields.Integer(required=True, validate=validate.Range(min=1))
+
+
+class PersonRef(Schema):
+    id = _uuid(required=True)
+    name = fields.String(required=True)
+
+
+class CaseEvent(_Data):
+    """Fields every case event carries: consumers converge on the highest case_version."""
+
+    case_id = _uuid(required=True)
+    case_version = fields.Integer(required=True, validate=validate.Range(min=1))
+    contact_uuid = _uuid(required=True)
+
+
+class CaseOpened(CaseEvent):
+    """case.opened and case.reopened."""
+
+    assignee_partner = fields.Nested(PersonRef, required=True)
+    assignee_user = fields.Nested(PersonRef, allow_none=True, load_default=None)
+    opened_on = fields.AwareDateTime(required=True, default_timezone=UTC)
+    archived_external_ids = fields.List(fields.String(), load_default=list)
+
+
+class CaseClosed(CaseEvent):
+    assignee_partner = fields.Nested(PersonRef, required=True)
+    assignee_user = fields.Nested(PersonRef, allow_none=True, load_default=None)
+    opened_on = fields.AwareDateTime(required=True, default_timezone=UTC)
+    closed_on = fields.AwareDateTime(required=True, default_timezone=UTC)
+    first_close = fields.Boolean(required=True)
+
+
+class CaseReassigned(CaseEvent):
+    assignee_partner = fields.Nested(PersonRef, required=True)
+    assignee_user = fields.Nested(PersonRef, allow_none=True, load_default=None)
+
+
+class CaseNoteAdded(CaseEvent):
+    note_id = _uuid(required=True)
+
+
+class CaseLabelsChanged(CaseEvent):
+    labels = fields.List(_uuid(), required=True)
+
+
+class OutgoingRequested(_Data):
+    outgoing_id = _uuid(required=True)
+    contact_uuid = _uuid(required=True)
+    text = fields.String(required=True, validate=validate.Length(min=1, max=4096))
+    case_id = fields.String(allow_none=True, load_default=None)
+    reply_to = fields.String(allow_none=True, load_default=None)  # the source message id
+
+
+class OutgoingSent(_Data):
+    outgoing_id = _uuid(required=True)
+    external_id = fields.Integer(allow_none=True, load_default=None)
+    external_uuid = fields.String(allow_none=True, load_default=None)
+    sent_on = fields.AwareDateTime(required=True, default_timezone=UTC)
+
+
+class OutgoingFailed(_Data):
+    outgoing_id = _uuid(required=True)
+    reason = fields.String(required=True)
+
+
+class MessagesArchived(_Data):
+    """message.archived and message.restored, in batches, for orgs that mirror archiving."""
+
+    message_ids = fields.List(_uuid(), required=True)
+    external_ids = fields.List(fields.String(), load_default=list)
+
+
+class ContactSuspended(CaseEvent):
+    groups = fields.List(_uuid(), required=True)  # removed now, to be restored on close
+    skipped = fields.List(_uuid(), load_default=list)  # smart groups, which cannot be changed
+
+
+class ContactRestored(CaseEvent):
+    groups = fields.List(_uuid(), required=True)
+    reason = fields.String(allow_none=True, load_default=None)  # why some were not restored
+
+
+class FollowupStarted(_Data):
+    case_id = _uuid(required=True)
+    contact_uuid = _uuid(required=True)
+    flow_uuid = _uuid(required=True)
+    start_id = fields.String(allow_none=True, load_default=None)
+
+
+class CatalogEntry(Schema):
+    uuid = _uuid(required=True)
+    name = fields.String(required=True)
+    smart = fields.Boolean(load_default=False)
+
+
+class CatalogSynced(_Data):
+    """The org's groups and flows as the flow engine has them, for picking by name."""
+
+    groups = fields.List(fields.Nested(CatalogEntry), required=True)
+    flows = fields.List(fields.Nested(CatalogEntry), required=True)
+    synced_on = fields.AwareDateTime(required=True, default_timezone=UTC)
+
+
 SCHEMAS: dict[str, type[_Data]] = {
     MESSAGE_RECEIVED: MessageReceived,
     MESSAGE_LABELED: MessageLabeled,
     LABEL_CREATED: LabelChanged,
     LABEL_UPDATED: LabelChanged,
     LABEL_DELETED: LabelDeleted,
+    ORG_UPDATED: OrgUpdated,
+    CASE_OPENED: CaseOpened,
+    CASE_REOPENED: CaseOpened,
+    CASE_REASSIGNED: CaseReassigned,
+    CASE_NOTE_ADDED: CaseNoteAdded,
+    CASE_LABELS_CHANGED: CaseLabelsChanged,
+    CASE_CLOSED: CaseClosed,
+    OUTGOING_REQUESTED: OutgoingRequested,
+    OUTGOING_SENT: OutgoingSent,
+    OUTGOING_FAILED: OutgoingFailed,
+    MESSAGE_ARCHIVED: MessagesArchived,
+    MESSAGE_RESTORED: MessagesArchived,
+    CONTACT_SUSPENDED: ContactSuspended,
+    CONTACT_RESTORED: ContactRestored,
+    FOLLOWUP_STARTED: FollowupStarted,
+    CATALOG_SYNCED: CatalogSynced,
 }
 
 

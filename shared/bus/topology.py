@@ -28,10 +28,44 @@ class QueueSpec:
         return f"{namespace}.{self.consumer}"
 
 
-LABELER_MESSAGES = QueueSpec("labeler", "messages", (ev.MESSAGE_RECEIVED,))
-LABELER_LABELS = QueueSpec("labeler", "labels", (ev.LABEL_CREATED, ev.LABEL_UPDATED, ev.LABEL_DELETED))
+LABEL_EVENTS = (ev.LABEL_CREATED, ev.LABEL_UPDATED, ev.LABEL_DELETED)
 
-QUEUES: tuple[QueueSpec, ...] = (LABELER_MESSAGES, LABELER_LABELS)
+LABELER_MESSAGES = QueueSpec("labeler", "messages", (ev.MESSAGE_RECEIVED,))
+LABELER_LABELS = QueueSpec("labeler", "labels", LABEL_EVENTS)
+
+CASES_MESSAGES = QueueSpec("cases", "messages", (ev.MESSAGE_RECEIVED, ev.MESSAGE_LABELED))
+CASES_DELIVERY = QueueSpec(
+    "cases",
+    "flowbridge",
+    (
+        ev.OUTGOING_SENT,
+        ev.OUTGOING_FAILED,
+        ev.CONTACT_SUSPENDED,
+        ev.CONTACT_RESTORED,
+        ev.FOLLOWUP_STARTED,
+        ev.CATALOG_SYNCED,
+    ),
+)
+
+FLOWBRIDGE_CASES = QueueSpec(
+    "flowbridge", "cases", (ev.CASE_OPENED, ev.CASE_REOPENED, ev.CASE_CLOSED)
+)
+FLOWBRIDGE_OUTGOING = QueueSpec("flowbridge", "outgoing", (ev.OUTGOING_REQUESTED,))
+FLOWBRIDGE_MIRROR = QueueSpec(
+    "flowbridge", "mirror", (ev.MESSAGE_LABELED, ev.MESSAGE_ARCHIVED, ev.MESSAGE_RESTORED)
+)
+FLOWBRIDGE_ORGS = QueueSpec("flowbridge", "orgs", (ev.ORG_UPDATED, *LABEL_EVENTS))
+
+QUEUES: tuple[QueueSpec, ...] = (
+    LABELER_MESSAGES,
+    LABELER_LABELS,
+    CASES_MESSAGES,
+    CASES_DELIVERY,
+    FLOWBRIDGE_CASES,
+    FLOWBRIDGE_OUTGOING,
+    FLOWBRIDGE_MIRROR,
+    FLOWBRIDGE_ORGS,
+)
 
 
 def exchange_name(namespace: str) -> str:
