@@ -19,8 +19,8 @@ from types import ModuleType
 from shared.settings import Settings
 
 # The services with tables (and so migrations and a relay), and those that consume events.
-SERVICES = ("ingest",)
-WORKERS: tuple[str, ...] = ()
+SERVICES = ("ingest", "labeler",)
+WORKERS: tuple[str, ...] = ("labeler",)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -132,6 +132,16 @@ def cmd_ingest_secret(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_labeler_relabel(args: argparse.Namespace, settings: Settings) -> int:
+    from services.labeler import handlers
+
+    migrate(settings, ("labeler",))
+    store = models_of("labeler").open_store(settings)
+    report = handlers.relabel(store, args.org, args.days)
+    print(f"examined {report.examined} messages, relabelled {report.changed}")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from services.embedded import run_embedded
 
@@ -203,6 +213,13 @@ def build_parser() -> argparse.ArgumentParser:
     secret.add_argument("--org", required=True)
     secret.add_argument("--id", help="the secret to revoke")
     secret.set_defaults(func=cmd_ingest_secret)
+
+    labeler = sub.add_parser("labeler", help="labeler tools").add_subparsers(dest="labeler",
+                                                                           required=True)
+    relabel = labeler.add_parser("relabel", help="apply the current labels to recent messages")
+    relabel.add_argument("--org", required=True)
+    relabel.add_argument("--days", type=int, default=7)
+    relabel.set_defaults(func=cmd_labeler_relabel)
     return parser
 
 

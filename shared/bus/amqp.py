@@ -56,10 +56,14 @@ def kombu_queues(settings: Settings, spec: QueueSpec) -> tuple[Queue, Queue]:
 
 
 def declare_topology(
-    connection: Connection, settings: Settings, specs: Iterable[QueueSpec] = topology.QUEUES
+    connection: Connection,
+    settings: Settings,
+    specs: Iterable[QueueSpec] = topology.QUEUES,
+    *,
+    channel: Any = None,
 ) -> None:
     """Declare exchanges, queues, bindings and DLQs; idempotent."""
-    channel = connection.default_channel
+    channel = channel or connection.default_channel
     for spec in specs:
         for queue in kombu_queues(settings, spec):
             queue(channel).declare()
@@ -239,7 +243,8 @@ class AmqpWorker(ConsumerMixin):
         self.handled = 0
 
     def get_consumers(self, Consumer: Any, channel: Any) -> list[Any]:  # noqa: N803 (kombu's name)
-        declare_topology(self.connection, self.settings, [s.queue for s in self.subscriptions])
+        specs = [s.queue for s in self.subscriptions]
+        declare_topology(self.connection, self.settings, specs, channel=channel)
         return [
             Consumer(
                 queues=[kombu_queues(self.settings, sub.queue)[0]],
@@ -249,6 +254,12 @@ class AmqpWorker(ConsumerMixin):
             )
             for sub in self.subscriptions
         ]
+
+    def run(self, _tokens: int = 1, **kwargs: Any) -> None:
+        try:
+            super().run(_tokens, **kwargs)
+        finally:
+            self.connection.release()
 
     def on_decode_error(self, message: Any, exc: Exception) -> None:
         # Not JSON, or not decodable: it will never succeed. (kombu's default acks it: lost.)
