@@ -172,7 +172,9 @@ class InvalidWebhook(ValueError):
 def parse_webhook(raw_body: bytes, content_type: str | None) -> InboundMessage:
     """Parse a webhook body into an ``InboundMessage``; raise ``InvalidWebhook`` if impossible."""
     media_type, params = _parse_content_type(content_type)
-    if media_type == FORM_CONTENT_TYPE:
+    # A form body never starts with "{"; a JSON object sent with the form type (curl's default
+    # for --data) is still JSON.
+    if media_type == FORM_CONTENT_TYPE and not raw_body.lstrip().startswith(b"{"):
         return _parse_legacy_form(bytes(raw_body), params.get("charset"))
     return _parse_json(bytes(raw_body))
 

@@ -65,6 +65,14 @@ def test_each_body_shape_is_accepted_and_emits_message_received(ingest, name, co
     assert "5511987654321" not in wire and "Júlia" not in wire and "urn" not in event.data
 
 
+def test_a_json_body_sent_with_the_form_content_type_is_still_json(ingest):
+    client, store, secret = ingest
+    headers = token(secret) | {"Content-Type": "application/x-www-form-urlencoded"}
+    response = client.post(URL, data=fixture("resthook.json"), headers=headers)
+    assert response.status_code == 200
+    assert stored_events(store)[0].data["run_uuid"] is not None
+
+
 def test_upartners_template_carries_groups_fields_and_step(ingest):
     client, store, secret = ingest
     client.post(URL, data=fixture("upartners_template.json"), headers=token(secret))

@@ -552,9 +552,15 @@ def test_a_form_in_latin_1_is_decoded_with_its_charset():
     assert (message.contact_name, message.text) == ("Júlia", "não")
 
 
-def test_a_json_body_sent_as_a_form_is_not_a_webhook():
-    fields = invalid_fields(fixture_bytes("resthook.json"), FORM)
-    assert set(fields) == {"contact", "flow_uuid"}
+def test_a_json_object_sent_with_the_form_content_type_is_parsed_as_json():
+    # curl --data sends the form type by default; a form body never starts with "{".
+    message = parse_webhook(fixture_bytes("resthook.json"), FORM)
+    assert message.shape == "resthook"
+
+
+def test_a_form_body_that_is_not_json_stays_a_form():
+    fields = invalid_fields(b"text=oi&flow_uuid=", FORM)
+    assert "contact" in fields
 
 
 # --- errors -----------------------------------------------------------------------------------
