@@ -159,7 +159,7 @@ def run_migrations(context: Any, metadata: Any) -> None:
         context.run_migrations()
 
 
-def insert_statement(session: Session, model: type) -> Any:
+def insert_statement(session: Session, model: Any) -> Any:
     """The dialect's INSERT, which offers ``on_conflict_do_nothing`` on PostgreSQL and SQLite."""
     if session.get_bind().dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert

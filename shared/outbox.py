@@ -13,7 +13,6 @@ from sqlalchemy import BigInteger, Index, Integer, String, text
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
 from shared.db import JSONType, UTCDateTime, created_at
-from shared.events import Envelope
 
 
 class OutboxMixin:
@@ -42,7 +41,3 @@ class OutboxMixin:
                 sqlite_where=unpublished,
             ),
         )
-
-    @classmethod
-    def from_envelope(cls, envelope: Envelope) -> Any:
-        return cls(event_id=envelope.id, name=envelope.name, envelope=envelope.to_json())

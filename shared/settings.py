@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 # Every variable the settings read, with what it means; the docs and the compose-file check use it.
@@ -24,6 +24,7 @@ ENVIRONMENT = {
     "UPARTNERS_RELAY_IDLE": "seconds a relay sleeps when its outbox is empty (default 0.05)",
     "UPARTNERS_MAX_BODY": "largest webhook body accepted, in bytes (default 262144)",
     "UPARTNERS_SIGNATURE_WINDOW": "seconds a signed webhook's timestamp stays valid (default 300)",
+    "UPARTNERS_SECRET_CACHE_TTL": "seconds a revoked webhook secret may still work (default 5)",
     "UPARTNERS_LOG_LEVEL": "logging level (default INFO)",
 }
 
@@ -41,9 +42,8 @@ class Settings:
     relay_idle: float = 0.05
     max_body: int = 256 * 1024
     signature_window: int = 300
+    secret_cache_ttl: float = 5.0
     log_level: str = "INFO"
-    # Test-only knobs are set in code, never from the environment.
-    extra: Mapping[str, object] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -66,6 +66,9 @@ class Settings:
             relay_idle=float(get("UPARTNERS_RELAY_IDLE") or defaults.relay_idle),
             max_body=int(get("UPARTNERS_MAX_BODY") or defaults.max_body),
             signature_window=int(get("UPARTNERS_SIGNATURE_WINDOW") or defaults.signature_window),
+            secret_cache_ttl=float(
+                get("UPARTNERS_SECRET_CACHE_TTL") or defaults.secret_cache_ttl
+            ),
             log_level=get("UPARTNERS_LOG_LEVEL") or defaults.log_level,
         )
 

@@ -34,8 +34,9 @@ def _credentials() -> Credentials:
 def receive_flow_webhook(org: str):
     raw_body = request.get_data(cache=False)  # bounded by MAX_CONTENT_LENGTH: 413 beyond it
     settings = current_app.config["UPARTNERS_SETTINGS"]
+    secrets = current_app.extensions["upartners.secrets"]
     if not handlers.authenticate(
-        _store(), org, _credentials(), raw_body, window=settings.signature_window
+        secrets, org, _credentials(), raw_body, window=settings.signature_window
     ):
         raise ApiError(401, "UNAUTHORIZED", "Missing or invalid webhook credentials.")
     try:

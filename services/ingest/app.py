@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from services.ingest import api
+from services.ingest import api, handlers
 from services.ingest.models import open_store
 from shared.http import register_error_handlers
 from shared.settings import Settings
@@ -16,7 +16,9 @@ def create_app(settings: Settings | None = None, store: ServiceStore | None = No
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body
     app.config["UPARTNERS_SETTINGS"] = settings
-    app.extensions["upartners.store"] = store or open_store(settings)
+    store = store or open_store(settings)
+    app.extensions["upartners.store"] = store
+    app.extensions["upartners.secrets"] = handlers.SecretCache(store, settings.secret_cache_ttl)
     register_error_handlers(app)
     app.register_blueprint(api.bp)
     return app

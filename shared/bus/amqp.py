@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+import amqp.exceptions
+import kombu.exceptions
 import pika
 from kombu import Connection, Exchange, Queue, binding
 from kombu.mixins import ConsumerMixin
@@ -85,6 +87,7 @@ class ConfirmingPublisher:
     def __init__(self, settings: Settings, *, window: int | None = None, timeout: float = 30.0):
         if not settings.broker_url:
             raise ValueError("ConfirmingPublisher needs UPARTNERS_BROKER_URL")
+        self._settings = settings
         self._params = pika.URLParameters(settings.broker_url)
         self._params.connection_attempts = 1
         self._params.socket_timeout = 5
@@ -104,6 +107,13 @@ class ConfirmingPublisher:
 
     # connection lifecycle
     def _open(self) -> None:
+        # Declare every queue before the first publish: an event published before its
+        # consumers' queues exist would be routed nowhere and lost.
+        try:
+            with kombu_connection(self._settings) as connection:
+                declare_topology(connection, self._settings)
+        except (OSError, kombu.exceptions.KombuError, amqp.exceptions.AMQPError) as exc:
+            raise BrokerUnavailable(f"cannot declare the topology: {exc}") from exc
         self._ready, self._failed, self._next_tag = False, None, 0
         self._connection = pika.SelectConnection(
             self._params,

@@ -33,7 +33,7 @@ def emit(store, count):
     for i in range(count):
         with store.unit_of_work() as uow:
             event = message_received(f"message {i}")
-            uow.session.add(store.outbox.from_envelope(event))
+            uow.add_event(event)
             uow.commit()
             ids.append(event.id)
     return ids
