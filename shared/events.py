@@ -7,6 +7,7 @@ Events carry ids and the few fields consumers need, never whole objects, never a
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -205,6 +206,7 @@ class MessagesArchived(_Data):
 class ContactSuspended(CaseEvent):
     groups = fields.List(_uuid(), required=True)  # removed now, to be restored on close
     skipped = fields.List(_uuid(), load_default=list)  # smart groups, which cannot be changed
+    reason = fields.String(allow_none=True, load_default=None)  # why nothing could be removed
 
 
 class ContactRestored(CaseEvent):
@@ -302,7 +304,7 @@ def new_event(
     schema_class = SCHEMAS.get(name)
     if schema_class is None:
         raise KeyError(f"no schema for event {name!r}")
-    schema = schema_class(unknown=RAISE)
+    schema = _schema(schema_class, RAISE)
     clean = schema.dump(schema.load(dict(data)))
     event_id = new_id()
     return Envelope(
@@ -333,12 +335,23 @@ class _EnvelopeSchema(Schema):
     data = fields.Dict(required=True)
 
 
+@functools.cache
+def _schema(schema_class: type[_Data], unknown: str) -> _Data:
+    # Building a marshmallow schema costs more than using one; instances are reusable.
+    return schema_class(unknown=unknown)
+
+
+@functools.cache
+def _envelope_schema() -> _EnvelopeSchema:
+    return _EnvelopeSchema()
+
+
 def read_event(body: Any) -> Envelope:
     """Parse a received event (bytes, str or dict); data comes back typed (datetimes...)."""
     try:
         if isinstance(body, bytes | str):
             body = json.loads(body)
-        raw = _EnvelopeSchema().load(body)
+        raw = _envelope_schema().load(body)
     except (ValueError, ValidationError) as exc:
         raise BadEvent(f"malformed envelope: {exc}") from exc
     schema_class = SCHEMAS.get(raw["name"])
@@ -347,7 +360,7 @@ def read_event(body: Any) -> Envelope:
     if raw["version"] > schema_class.VERSION:
         raise BadEvent(f"{raw['name']} version {raw['version']} is newer than this reader")
     try:
-        data = schema_class(unknown=EXCLUDE).load(raw["data"])
+        data = _schema(schema_class, EXCLUDE).load(raw["data"])
     except ValidationError as exc:
         raise BadEvent(f"invalid {raw['name']} data: {exc.messages}") from exc
     return Envelope(**{**raw, "data": data})

@@ -125,21 +125,27 @@ def label_message(uow: UnitOfWork, event: Envelope, *, cache: IndexCache) -> Non
     data = event.data
     matched = cache.index_for(uow.session, event.org).match(rule_message(data))
     labels = [label.uuid for label in matched]
-    uow.session.merge(
-        Message(
-            id=data["message_id"],
-            org=event.org,
-            contact_uuid=data["contact_uuid"],
-            flow_uuid=data.get("flow_uuid"),
-            node_uuid=data.get("node_uuid"),
-            text=data.get("text"),
-            groups=[group["uuid"] for group in data.get("contact_groups") or ()],
-            fields=dict(data.get("contact_fields") or {}),
-            external_id=data.get("external_id"),
-            simulation=data.get("simulation", False),
-            received_at=data["received_at"],
-            labels=labels,
-            labeled_at=utcnow(),
+    row = {
+        "id": data["message_id"],
+        "org": event.org,
+        "contact_uuid": data["contact_uuid"],
+        "flow_uuid": data.get("flow_uuid"),
+        "node_uuid": data.get("node_uuid"),
+        "text": data.get("text"),
+        "groups": [group["uuid"] for group in data.get("contact_groups") or ()],
+        "fields": dict(data.get("contact_fields") or {}),
+        "external_id": data.get("external_id"),
+        "simulation": data.get("simulation", False),
+        "received_at": data["received_at"],
+        "labels": labels,
+        "labeled_at": utcnow(),
+    }
+    # A message is labelled once (the inbox sees to that); should ingest ever send the same
+    # message under a new event id, the newest labelling wins.
+    upsert = insert_statement(uow.session, Message.__table__).values(**row)
+    uow.session.execute(
+        upsert.on_conflict_do_update(
+            index_elements=["id"], set_={"labels": labels, "labeled_at": row["labeled_at"]}
         )
     )
     _emit_labeled(uow, event.org, data, matched)

@@ -22,7 +22,7 @@ from kombu.mixins import ConsumerMixin
 from pika.spec import Basic
 
 from shared.bus import topology
-from shared.bus.dispatch import Outcome, Subscription, backoff, dispatch
+from shared.bus.dispatch import Outcome, Subscription, backoff, dispatch_batch
 from shared.bus.topology import QueueSpec
 from shared.settings import Settings
 
@@ -244,13 +244,21 @@ class ConfirmingPublisher:
 
 # --- consuming ----------------------------------------------------------------------------------
 class AmqpWorker(ConsumerMixin):
-    """Consumes the subscriptions' queues; acks after commit, requeues or dead-letters otherwise."""
+    """Consumes the subscriptions' queues; acks after commit, requeues or dead-letters otherwise.
 
-    def __init__(self, settings: Settings, subscriptions: Sequence[Subscription]) -> None:
+    Under load, the messages already delivered (up to the prefetch count) are handled in one
+    transaction; when the queue is idle each message is handled as soon as it arrives.
+    """
+
+    def __init__(
+        self, settings: Settings, subscriptions: Sequence[Subscription], *, batch: int = 50
+    ) -> None:
         self.settings = settings
         self.subscriptions = subscriptions
         self.connection = kombu_connection(settings)
+        self.batch = max(1, min(batch, settings.prefetch))
         self.handled = 0
+        self._pending: dict[str, list[tuple[Any, Any]]] = {}
 
     def get_consumers(self, Consumer: Any, channel: Any) -> list[Any]:  # noqa: N803 (kombu's name)
         specs = [s.queue for s in self.subscriptions]
@@ -271,13 +279,55 @@ class AmqpWorker(ConsumerMixin):
         finally:
             self.connection.release()
 
+    def consume(self, limit=None, timeout=None, safety_interval=1, **kwargs):  # noqa: ARG002
+        """kombu's loop, changed to flush the pending batch as soon as no message is waiting."""
+        with self.consumer_context(**kwargs) as (conn, _channel, _consumers):
+            self._pending = {}
+            try:
+                while not self.should_stop:
+                    try:
+                        conn.drain_events(timeout=0 if self._has_pending() else safety_interval)
+                    except TimeoutError:
+                        if self._has_pending():
+                            self._flush_all()
+                        else:
+                            conn.heartbeat_check()
+                    yield
+            finally:
+                # Unacked messages go back to the queue when the channel closes; handle the
+                # ones in hand first so that a SIGTERM finishes the work it started.
+                if self._has_pending():
+                    self._flush_all()
+
+    def _has_pending(self) -> bool:
+        return any(self._pending.values())
+
     def on_decode_error(self, message: Any, exc: Exception) -> None:
         # Not JSON, or not decodable: it will never succeed. (kombu's default acks it: lost.)
         log.error("dead-lettering an undecodable message: %s", exc)
         message.reject(requeue=False)
 
     def _on_message(self, subscription: Subscription, body: Any, message: Any) -> None:
-        outcome = dispatch(subscription, body, should_stop=lambda: self.should_stop)
+        pending = self._pending.setdefault(subscription.queue.consumer, [])
+        pending.append((body, message))
+        if len(pending) >= self.batch:
+            self._flush(subscription)
+
+    def _flush_all(self) -> None:
+        for subscription in self.subscriptions:
+            self._flush(subscription)
+
+    def _flush(self, subscription: Subscription) -> None:
+        pending = self._pending.pop(subscription.queue.consumer, [])
+        if not pending:
+            return
+        outcomes = dispatch_batch(
+            subscription, [body for body, _ in pending], should_stop=lambda: self.should_stop
+        )
+        for (_, message), outcome in zip(pending, outcomes, strict=True):
+            self._settle(message, outcome)
+
+    def _settle(self, message: Any, outcome: Outcome) -> None:
         if outcome is Outcome.ACK:
             message.ack()
             self.handled += 1
