@@ -53,9 +53,20 @@ def wait_until_up(port: int, process: subprocess.Popen) -> None:
 
 def gunicorn(app: str, port: int, env: dict[str, str]) -> subprocess.Popen:
     process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--config", str(REPO / "deploy/gunicorn/ingest.py"),
-         "--bind", f"127.0.0.1:{port}", "--error-logfile", "/dev/null", app],
-        cwd=REPO, env=env,
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--config",
+            str(REPO / "deploy/gunicorn/ingest.py"),
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--error-logfile",
+            "/dev/null",
+            app,
+        ],
+        cwd=REPO,
+        env=env,
     )
     wait_until_up(port, process)
     return process
@@ -70,8 +81,9 @@ def webhook_body(template: dict, i: int) -> bytes:
 
 def drive(url: str, headers: dict, rate: float | None, seconds: float, offset: int):
     template = json.loads((REPO / "tests/fixtures/webhooks/resthook.json").read_text())
-    return loadgen.run(url, lambda i: webhook_body(template, offset + i), headers,
-                       rate=rate, seconds=seconds)
+    return loadgen.run(
+        url, lambda i: webhook_body(template, offset + i), headers, rate=rate, seconds=seconds
+    )
 
 
 def in_other_process(*args):
@@ -97,31 +109,47 @@ def main() -> None:
     migrate(settings, ("ingest",))
     store = open_store(settings)
     _, secret = handlers.add_secret(store, ORG)
-    env = {**os.environ, "UPARTNERS_DATABASE_URL": DATABASE_URL,
-           "UPARTNERS_BROKER_URL": BROKER_URL, "UPARTNERS_NAMESPACE": namespace,
-           "UPARTNERS_LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "UPARTNERS_DATABASE_URL": DATABASE_URL,
+        "UPARTNERS_BROKER_URL": BROKER_URL,
+        "UPARTNERS_NAMESPACE": namespace,
+        "UPARTNERS_LOG_LEVEL": "WARNING",
+    }
     ingest_port, bare_port = free_port(), free_port()
     processes = [
         gunicorn("services.ingest.app:create_app()", ingest_port, env),
         gunicorn("bench.bare_app:create_app()", bare_port, env),
     ]
     if not args.no_relay:
-        processes.append(subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "relay", "ingest"], cwd=REPO, env=env))
-    headers = {"Authorization": f"Token {secret}", "Content-Type": "application/json",
-               "User-Agent": "Mailroom/9.3.0"}
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "services.cli", "relay", "ingest"], cwd=REPO, env=env
+            )
+        )
+    headers = {
+        "Authorization": f"Token {secret}",
+        "Content-Type": "application/json",
+        "User-Agent": "Mailroom/9.3.0",
+    }
     ingest_url = f"http://127.0.0.1:{ingest_port}/webhooks/{ORG}/flow"
     bare_url = f"http://127.0.0.1:{bare_port}/webhooks/{ORG}/flow"
     try:
         in_other_process(ingest_url, headers, None, 2, 10_000_000)  # warm up
         results = [
             ("bare Flask, full speed", in_other_process(bare_url, headers, None, args.seconds, 0)),
-            ("ingest, full speed",
-             in_other_process(ingest_url, headers, None, args.seconds, 20_000_000)),
-            (f"bare Flask, {args.rate:.0f}/s",
-             in_other_process(bare_url, headers, args.rate, args.seconds, 0)),
-            (f"ingest, {args.rate:.0f}/s",
-             in_other_process(ingest_url, headers, args.rate, args.seconds, 30_000_000)),
+            (
+                "ingest, full speed",
+                in_other_process(ingest_url, headers, None, args.seconds, 20_000_000),
+            ),
+            (
+                f"bare Flask, {args.rate:.0f}/s",
+                in_other_process(bare_url, headers, args.rate, args.seconds, 0),
+            ),
+            (
+                f"ingest, {args.rate:.0f}/s",
+                in_other_process(ingest_url, headers, args.rate, args.seconds, 30_000_000),
+            ),
         ]
     finally:
         for process in processes:
@@ -130,10 +158,12 @@ def main() -> None:
             process.wait(timeout=30)
         store.db.drop_schema()
         store.db.dispose()
-    print(f"\ningest benchmark: {os.cpu_count()} cores, gunicorn gthread "
-          f"{env.get('UPARTNERS_WEB_WORKERS', os.cpu_count())} workers x "
-          f"{env.get('UPARTNERS_WEB_THREADS', 8)} threads, PostgreSQL, "
-          f"relay {'off' if args.no_relay else 'on'}, {args.seconds:.0f} s per run")
+    print(
+        f"\ningest benchmark: {os.cpu_count()} cores, gunicorn gthread "
+        f"{env.get('UPARTNERS_WEB_WORKERS', os.cpu_count())} workers x "
+        f"{env.get('UPARTNERS_WEB_THREADS', 8)} threads, PostgreSQL, "
+        f"relay {'off' if args.no_relay else 'on'}, {args.seconds:.0f} s per run"
+    )
     for label, result in results:
         print(result.line(label))
     bare, ingest = results[0][1].rate, results[1][1].rate

@@ -42,9 +42,19 @@ ORG = "bench"
 
 def label_events(labels):
     return [
-        ev.new_event(ev.LABEL_CREATED, org=ORG, producer="bench", data={
-            "label_uuid": label.uuid, "name": label.name[:64], "synced": label.synced,
-            "active": True, "rule": rule_to_json(label.tests), "label_version": 1})
+        ev.new_event(
+            ev.LABEL_CREATED,
+            org=ORG,
+            producer="bench",
+            data={
+                "label_uuid": label.uuid,
+                "name": label.name[:64],
+                "synced": label.synced,
+                "active": True,
+                "rule": rule_to_json(label.tests),
+                "label_version": 1,
+            },
+        )
         for label in labels
     ]
 
@@ -52,11 +62,21 @@ def label_events(labels):
 def message_events(messages):
     now = datetime.now(UTC).isoformat()
     return [
-        ev.new_event(ev.MESSAGE_RECEIVED, org=ORG, producer="bench", data={
-            "message_id": str(uuid.uuid4()), "contact_uuid": str(uuid.uuid4()),
-            "contact_groups": [{"uuid": g, "name": None} for g in m.groups],
-            "contact_fields": dict(m.fields), "flow_uuid": m.flow or str(uuid.uuid4()),
-            "node_uuid": m.node, "text": m.text, "received_at": now})
+        ev.new_event(
+            ev.MESSAGE_RECEIVED,
+            org=ORG,
+            producer="bench",
+            data={
+                "message_id": str(uuid.uuid4()),
+                "contact_uuid": str(uuid.uuid4()),
+                "contact_groups": [{"uuid": g, "name": None} for g in m.groups],
+                "contact_fields": dict(m.fields),
+                "flow_uuid": m.flow or str(uuid.uuid4()),
+                "node_uuid": m.node,
+                "text": m.text,
+                "received_at": now,
+            },
+        )
         for m in messages
     ]
 
@@ -64,7 +84,7 @@ def message_events(messages):
 def publish(settings, events):
     publisher = ConfirmingPublisher(settings)
     for start in range(0, len(events), 1000):
-        chunk = events[start:start + 1000]
+        chunk = events[start : start + 1000]
         confirmed = publisher.publish([(e.id, e.name, e.body()) for e in chunk])
         assert len(confirmed) == len(chunk)
     publisher.close()
@@ -77,8 +97,9 @@ def count(store, query):
 
 def start_processes(env, workers):
     cmd = [sys.executable, "-m", "services.cli"]
-    procs = [subprocess.Popen([*cmd, "worker", "labeler"], cwd=REPO, env=env)
-             for _ in range(workers)]
+    procs = [
+        subprocess.Popen([*cmd, "worker", "labeler"], cwd=REPO, env=env) for _ in range(workers)
+    ]
     procs.append(subprocess.Popen([*cmd, "relay", "labeler"], cwd=REPO, env=env))
     return procs
 
@@ -108,21 +129,25 @@ def run(label_count: int, message_count: int, workers: int) -> tuple[float, floa
     messages = make_messages(rng, message_count, topics)
     namespace = f"bench{uuid.uuid4().hex[:6]}"
     settings = Settings(database_url=DATABASE_URL, broker_url=BROKER_URL, namespace=namespace)
-    env = {**os.environ, "UPARTNERS_DATABASE_URL": DATABASE_URL,
-           "UPARTNERS_BROKER_URL": BROKER_URL, "UPARTNERS_NAMESPACE": namespace,
-           "UPARTNERS_LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "UPARTNERS_DATABASE_URL": DATABASE_URL,
+        "UPARTNERS_BROKER_URL": BROKER_URL,
+        "UPARTNERS_NAMESPACE": namespace,
+        "UPARTNERS_LOG_LEVEL": "WARNING",
+    }
     migrate(settings, ("labeler",))
     store = open_store(settings)
     try:
         procs = start_processes(env, workers)
         publish(settings, label_events(labels))
-        assert wait_for(lambda: count(store, select(func.count()).select_from(LabelRow))
-                        == label_count, 120), "labels not loaded"
+        assert wait_for(
+            lambda: count(store, select(func.count()).select_from(LabelRow)) == label_count, 120
+        ), "labels not loaded"
         stop_processes(procs)
 
         publish(settings, message_events(messages))  # the backlog waits in RabbitMQ
-        published = (select(func.count()).select_from(Outbox)
-                     .where(Outbox.published_at.is_not(None)))
+        published = select(func.count()).select_from(Outbox).where(Outbox.published_at.is_not(None))
         started = time.perf_counter()
         procs = start_processes(env, workers)
         assert wait_for(lambda: count(store, published) >= message_count, 600), "not drained"

@@ -33,9 +33,11 @@ class Result:
         return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
     def line(self, label: str) -> str:
-        return (f"{label:<34} {self.rate:8.0f}/s  ok {self.ok:6d}  errors {self.errors:4d}  "
-                f"p50 {self.percentile(50):6.1f} ms  p95 {self.percentile(95):6.1f} ms  "
-                f"p99 {self.percentile(99):6.1f} ms")
+        return (
+            f"{label:<34} {self.rate:8.0f}/s  ok {self.ok:6d}  errors {self.errors:4d}  "
+            f"p50 {self.percentile(50):6.1f} ms  p95 {self.percentile(95):6.1f} ms  "
+            f"p99 {self.percentile(99):6.1f} ms"
+        )
 
 
 def _connection(url: str) -> http.client.HTTPConnection:
@@ -91,8 +93,9 @@ def run(
         conn.close()
 
     if rate is None:
-        threads = [threading.Thread(target=closed_loop_worker, args=(n,))
-                   for n in range(concurrency)]
+        threads = [
+            threading.Thread(target=closed_loop_worker, args=(n,)) for n in range(concurrency)
+        ]
         for t in threads:
             t.start()
     else:

@@ -19,8 +19,8 @@ from types import ModuleType
 from shared.settings import Settings
 
 # The services with tables (and so migrations and a relay), and those that consume events.
-SERVICES = ("ingest", "labeler",)
-WORKERS: tuple[str, ...] = ("labeler",)
+SERVICES = ("ingest", "labeler", "flowbridge", "cases")
+WORKERS: tuple[str, ...] = ("labeler", "flowbridge", "cases")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -68,8 +68,9 @@ def cmd_relay(args: argparse.Namespace, settings: Settings) -> int:
 
     migrate(settings, (args.service,))
     store = models_of(args.service).open_store(settings)
-    relay = Relay(store, make_publisher(settings), batch=settings.relay_batch,
-                  idle=settings.relay_idle)
+    relay = Relay(
+        store, make_publisher(settings), batch=settings.relay_batch, idle=settings.relay_idle
+    )
     stop_on_signals(relay)
     logging.getLogger(__name__).info("relay of %s started", args.service)
     relay.run()
@@ -90,9 +91,11 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
     migrate(settings, (args.service,))
-    config = REPO_ROOT / "deploy" / "gunicorn" / f"{args.service}.py"
+    # The checkout's deploy/ folder, or the working directory's (the container's /app).
+    candidates = [REPO_ROOT, Path.cwd()]
+    configs = [p / "deploy" / "gunicorn" / f"{args.service}.py" for p in candidates]
     argv = [sys.executable, "-m", "gunicorn", "--bind", args.bind]
-    if config.exists():
+    if config := next((c for c in configs if c.exists()), None):
         argv += ["--config", str(config)]
     argv.append(f"services.{args.service}.app:create_app()")
     os.execv(sys.executable, argv)
@@ -142,6 +145,56 @@ def cmd_labeler_relabel(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_flowbridge(args: argparse.Namespace, settings: Settings) -> int:
+    from services.flowbridge import handlers
+    from services.flowbridge.flow_engine import FlowEngineError
+    from services.flowbridge.worker import rapidpro_client
+
+    migrate(settings, ("flowbridge",))
+    store = models_of("flowbridge").open_store(settings)
+    try:
+        if args.flowbridge == "connect":
+            token = sys.stdin.readline().strip() if args.token == "-" else args.token
+            summary = handlers.connect_org(store, args.org, args.url, token, rapidpro_client)
+        else:
+            summary = handlers.sync_org(store, args.org, rapidpro_client)
+    except (ValueError, LookupError, FlowEngineError) as exc:
+        print(f"{args.org}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.db.dispose()
+    print(
+        f"{summary.org}: {summary.base_url} (token {summary.token_fingerprint}), "
+        f"catalog synced: {summary.groups} groups, {summary.flows} flows"
+    )
+    return 0
+
+
+def cmd_cases_bootstrap(args: argparse.Namespace, settings: Settings) -> int:
+    from services.cases import handlers
+    from services.cases.domain import Conflict
+
+    migrate(settings, ("cases",))
+    store = models_of("cases").open_store(settings)
+    try:
+        user_id, token = handlers.bootstrap_org(
+            store,
+            org=args.org,
+            name=args.name,
+            admin_email=args.admin_email,
+            admin_name=args.admin_name,
+        )
+    except (ValueError, Conflict) as exc:
+        print(f"{args.org}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.db.dispose()
+    print(f"org {args.org} ready; administrator {args.admin_email} ({user_id}).")
+    print("API token (shown once; send it as 'Authorization: Bearer <token>'):")
+    print(token)
+    return 0
+
+
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from services.embedded import run_embedded
 
@@ -180,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     web = sub.add_parser("web", help="an HTTP service under gunicorn")
-    web.add_argument("service", choices=["ingest"])
+    web.add_argument("service", choices=["ingest", "cases"])
     web.add_argument("--bind", default="0.0.0.0:8000")
     web.set_defaults(func=cmd_web)
 
@@ -201,25 +254,50 @@ def build_parser() -> argparse.ArgumentParser:
     revision.add_argument("-m", "--message", required=True)
     revision.set_defaults(func=cmd_db_revision)
 
-    broker = sub.add_parser("broker", help="RabbitMQ tools").add_subparsers(dest="broker",
-                                                                             required=True)
+    broker = sub.add_parser("broker", help="RabbitMQ tools").add_subparsers(
+        dest="broker", required=True
+    )
     broker.add_parser("setup", help="declare exchanges, queues and DLQs").set_defaults(
-        func=cmd_broker_setup)
+        func=cmd_broker_setup
+    )
 
-    ingest = sub.add_parser("ingest", help="ingest tools").add_subparsers(dest="ingest",
-                                                                         required=True)
+    ingest = sub.add_parser("ingest", help="ingest tools").add_subparsers(
+        dest="ingest", required=True
+    )
     secret = ingest.add_parser("secret", help="an org's webhook secrets")
     secret.add_argument("action", choices=["add", "list", "revoke"])
     secret.add_argument("--org", required=True)
     secret.add_argument("--id", help="the secret to revoke")
     secret.set_defaults(func=cmd_ingest_secret)
 
-    labeler = sub.add_parser("labeler", help="labeler tools").add_subparsers(dest="labeler",
-                                                                           required=True)
+    labeler = sub.add_parser("labeler", help="labeler tools").add_subparsers(
+        dest="labeler", required=True
+    )
     relabel = labeler.add_parser("relabel", help="apply the current labels to recent messages")
     relabel.add_argument("--org", required=True)
     relabel.add_argument("--days", type=int, default=7)
     relabel.set_defaults(func=cmd_labeler_relabel)
+
+    flowbridge = sub.add_parser("flowbridge", help="flowbridge tools").add_subparsers(
+        dest="flowbridge", required=True
+    )
+    connect = flowbridge.add_parser(
+        "connect", help="set an org's flow engine URL and API token, and sync its catalog"
+    )
+    connect.add_argument("--org", required=True)
+    connect.add_argument("--url", required=True, help="e.g. https://rapidpro.example.org")
+    connect.add_argument("--token", required=True, help="the API token ('-': read from stdin)")
+    connect.set_defaults(func=cmd_flowbridge)
+    sync = flowbridge.add_parser("sync", help="read an org's groups and flows again")
+    sync.add_argument("--org", required=True)
+    sync.set_defaults(func=cmd_flowbridge)
+    cases = sub.add_parser("cases", help="cases tools").add_subparsers(dest="cases", required=True)
+    bootstrap = cases.add_parser("bootstrap", help="create an org and its first administrator")
+    bootstrap.add_argument("--org", required=True, help="the org key, as in /webhooks/<org>/flow")
+    bootstrap.add_argument("--name", required=True, help="the org's name")
+    bootstrap.add_argument("--admin-email", required=True)
+    bootstrap.add_argument("--admin-name", help="default: the email's local part")
+    bootstrap.set_defaults(func=cmd_cases_bootstrap)
     return parser
 
 

@@ -1,4 +1,5 @@
-"""One JSON error shape for every HTTP service: ``{"error": CODE, "message": ..., "fields": {...}}``."""
+"""One JSON error shape for every HTTP service:
+``{"error": CODE, "message": ..., "fields": {...}}``."""
 
 from __future__ import annotations
 

@@ -101,8 +101,12 @@ class Relay:
                 except (BrokerUnavailable, sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
                     failures += 1
                     wait = backoff(failures, cap=10.0)
-                    log.warning("relay %s: %s; retrying in %.1fs", self.store.service,
-                                str(exc).splitlines()[0][:200], wait)
+                    log.warning(
+                        "relay %s: %s; retrying in %.1fs",
+                        self.store.service,
+                        str(exc).splitlines()[0][:200],
+                        wait,
+                    )
                     time.sleep(wait)
                     continue
                 if count == 0:

@@ -66,9 +66,7 @@ class Settings:
             relay_idle=float(get("UPARTNERS_RELAY_IDLE") or defaults.relay_idle),
             max_body=int(get("UPARTNERS_MAX_BODY") or defaults.max_body),
             signature_window=int(get("UPARTNERS_SIGNATURE_WINDOW") or defaults.signature_window),
-            secret_cache_ttl=float(
-                get("UPARTNERS_SECRET_CACHE_TTL") or defaults.secret_cache_ttl
-            ),
+            secret_cache_ttl=float(get("UPARTNERS_SECRET_CACHE_TTL") or defaults.secret_cache_ttl),
             log_level=get("UPARTNERS_LOG_LEVEL") or defaults.log_level,
         )
 

@@ -42,8 +42,12 @@ def label_event(
 
 
 def label_deleted(label_uuid: str, version: int, org: str = ORG) -> Envelope:
-    return new_event(ev.LABEL_DELETED, org=org, producer="cases",
-                     data={"label_uuid": label_uuid, "label_version": version})
+    return new_event(
+        ev.LABEL_DELETED,
+        org=org,
+        producer="cases",
+        data={"label_uuid": label_uuid, "label_version": version},
+    )
 
 
 def message_received(

@@ -123,22 +123,27 @@ def accept_webhook(
 
 def _insert_message(session, message_id, org, key, inbound, simulation, received_at):
     table = Message.__table__
-    return insert_statement(session, table).values(
-        id=message_id,
-        org=org,
-        idempotency_key=key,
-        shape=inbound.shape,
-        contact_uuid=inbound.contact_uuid,
-        urn=inbound.urn,
-        contact_name=inbound.contact_name,
-        flow_uuid=inbound.flow_uuid,
-        node_uuid=inbound.node_uuid,
-        run_uuid=inbound.run_uuid,
-        external_id=inbound.input_uuid,
-        text=inbound.text,
-        simulation=simulation,
-        received_at=received_at,
-    ).on_conflict_do_nothing(index_elements=["org", "idempotency_key"]).returning(table.c.id)
+    return (
+        insert_statement(session, table)
+        .values(
+            id=message_id,
+            org=org,
+            idempotency_key=key,
+            shape=inbound.shape,
+            contact_uuid=inbound.contact_uuid,
+            urn=inbound.urn,
+            contact_name=inbound.contact_name,
+            flow_uuid=inbound.flow_uuid,
+            node_uuid=inbound.node_uuid,
+            run_uuid=inbound.run_uuid,
+            external_id=inbound.input_uuid,
+            text=inbound.text,
+            simulation=simulation,
+            received_at=received_at,
+        )
+        .on_conflict_do_nothing(index_elements=["org", "idempotency_key"])
+        .returning(table.c.id)
+    )
 
 
 def message_received_data(

@@ -100,8 +100,9 @@ def apply_label_deletion(uow: UnitOfWork, event: Envelope) -> None:
     if label is not None and label.version >= data["label_version"]:
         return
     if label is None:  # deleted before we saw it created: keep a tombstone all the same
-        label = Label(uuid=data["label_uuid"], org=event.org, name="", synced=False,
-                      active=False, rule=[])
+        label = Label(
+            uuid=data["label_uuid"], org=event.org, name="", synced=False, active=False, rule=[]
+        )
         uow.session.add(label)
     label.deleted = True
     label.version = data["label_version"]
@@ -201,8 +202,9 @@ def relabel(
             index = cache.index_for(uow.session, org)
             for row in rows:
                 matched = index.match(
-                    rules.Message(row.text, row.flow_uuid, row.node_uuid,
-                                  frozenset(row.groups), row.fields)
+                    rules.Message(
+                        row.text, row.flow_uuid, row.node_uuid, frozenset(row.groups), row.fields
+                    )
                 )
                 new = [label.uuid for label in matched]
                 if set(new) != set(row.labels):

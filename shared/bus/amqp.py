@@ -185,9 +185,7 @@ class ConfirmingPublisher:
         self._pending, self._confirmed = {}, []
         self._feed = iter(messages)
         self._fill()
-        self._run_until(
-            lambda: not self._pending or self._failed is not None, self._timeout
-        )
+        self._run_until(lambda: not self._pending or self._failed is not None, self._timeout)
         confirmed = self._confirmed
         if self._failed is not None or self._pending:
             reason = self._failed or "timed out waiting for confirms"

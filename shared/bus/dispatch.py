@@ -84,11 +84,20 @@ def dispatch(
             # rather than burn its deliveries, within a budget under the heartbeat timeout.
             wait = backoff(attempt)
             if should_stop() or time.monotonic() + wait > deadline:
-                log.warning("giving %s %s back after transient failures: %s",
-                            envelope.name, envelope.id, _short(exc))
+                log.warning(
+                    "giving %s %s back after transient failures: %s",
+                    envelope.name,
+                    envelope.id,
+                    _short(exc),
+                )
                 return Outcome.RETRY
-            log.warning("transient failure on %s %s, retrying in %.1fs: %s",
-                        envelope.name, envelope.id, wait, _short(exc))
+            log.warning(
+                "transient failure on %s %s, retrying in %.1fs: %s",
+                envelope.name,
+                envelope.id,
+                wait,
+                _short(exc),
+            )
             sleep(wait)
             attempt += 1
         except Exception:
@@ -120,8 +129,9 @@ def dispatch_batch(subscription: Subscription, bodies: list[Any], **options: Any
             uow.commit()
         return [Outcome.ACK] * len(bodies)
     except Exception as exc:  # noqa: BLE001 (each event gets its own verdict below)
-        log.info("batch of %d on %s failed (%s); handling one by one",
-                 len(bodies), consumer, _short(exc))
+        log.info(
+            "batch of %d on %s failed (%s); handling one by one", len(bodies), consumer, _short(exc)
+        )
         return [dispatch(subscription, body, **options) for body in bodies]
 
 

@@ -44,9 +44,7 @@ CREATE INDEX IF NOT EXISTS ix_deliveries_queue ON deliveries (queue, visible_at,
 
 
 class EmbeddedBus:
-    def __init__(
-        self, settings: Settings, queues: Sequence[QueueSpec] = topology.QUEUES
-    ) -> None:
+    def __init__(self, settings: Settings, queues: Sequence[QueueSpec] = topology.QUEUES) -> None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.path: Path = settings.data_dir / "bus.db"
         self.namespace = settings.namespace
@@ -108,12 +106,16 @@ class EmbeddedBus:
 
     def _claim(self, queue: str) -> tuple[int, bytes, int] | None:
         now = time.time()
-        return self._connect().execute(
-            "UPDATE deliveries SET visible_at = ?, deliveries = deliveries + 1 WHERE id = ("
-            " SELECT id FROM deliveries WHERE queue = ? AND visible_at <= ? ORDER BY id LIMIT 1"
-            ") RETURNING id, body, deliveries",
-            (now + LEASE_SECONDS, queue, now),
-        ).fetchone()
+        return (
+            self._connect()
+            .execute(
+                "UPDATE deliveries SET visible_at = ?, deliveries = deliveries + 1 WHERE id = ("
+                " SELECT id FROM deliveries WHERE queue = ? AND visible_at <= ? ORDER BY id LIMIT 1"
+                ") RETURNING id, body, deliveries",
+                (now + LEASE_SECONDS, queue, now),
+            )
+            .fetchone()
+        )
 
     def consume_one(self, subscription: Subscription, should_stop: Callable[[], bool]) -> bool:
         """Handle the next visible message of the subscription's queue; False if there was none."""
@@ -143,9 +145,11 @@ class EmbeddedBus:
             self._published.wait(timeout)
 
     def depth(self, queue: str) -> int:
-        row = self._connect().execute(
-            "SELECT count(*) FROM deliveries WHERE queue = ?", (queue,)
-        ).fetchone()
+        row = (
+            self._connect()
+            .execute("SELECT count(*) FROM deliveries WHERE queue = ?", (queue,))
+            .fetchone()
+        )
         return int(row[0])
 
 

@@ -11,10 +11,10 @@ import pytest
 from kombu import Connection
 from sqlalchemy import func, select
 
-from shared.bus.amqp import ConfirmingPublisher, kombu_queues
 from shared.bus import topology
+from shared.bus.amqp import ConfirmingPublisher, kombu_queues
 from shared.relay import Relay
-from tests.support import Outbox, PROBE_QUEUE, message_received, probe_store
+from tests.support import PROBE_QUEUE, Outbox, message_received, probe_store
 
 pytestmark = pytest.mark.integration
 
@@ -123,7 +123,9 @@ def broker_answers(settings) -> bool:
 
 
 @pytest.mark.broker_restart
-def test_events_accepted_while_the_broker_is_stopped_are_published_after_it_returns(pg_settings, store):
+def test_events_accepted_while_the_broker_is_stopped_are_published_after_it_returns(
+    pg_settings, store
+):
     relay = Relay(store, ConfirmingPublisher(pg_settings, timeout=5), batch=100, idle=0.02)
     thread = threading.Thread(target=relay.run)
     thread.start()

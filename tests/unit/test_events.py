@@ -19,7 +19,9 @@ def test_envelope_round_trip_keeps_every_field():
 
 def test_writers_are_strict():
     with pytest.raises(ValidationError) as err:
-        new_event(MESSAGE_RECEIVED, org="demo", producer="t", data={"message_id": "x", "urn": "tel:+1"})
+        new_event(
+            MESSAGE_RECEIVED, org="demo", producer="t", data={"message_id": "x", "urn": "tel:+1"}
+        )
     assert "urn" in err.value.messages  # an unknown field (and a URN at that) is refused
     assert "contact_uuid" in err.value.messages
 

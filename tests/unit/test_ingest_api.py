@@ -93,8 +93,9 @@ def test_upartners_template_carries_groups_fields_and_step(ingest):
 def test_other_credential_places(ingest, headers, query):
     client, store, secret = ingest
     sent = {"X-UPartners-Token": secret} if headers == "x-token" else {}
-    response = client.post(URL + query.format(secret=secret), data=fixture("resthook.json"),
-                           headers=sent)
+    response = client.post(
+        URL + query.format(secret=secret), data=fixture("resthook.json"), headers=sent
+    )
     assert response.status_code == 200
 
 
@@ -136,8 +137,9 @@ def test_rotation_keeps_two_secrets_valid_until_one_is_revoked(ingest):
     client, store, old = ingest
     _, new = handlers.add_secret(store, ORG)
     assert client.post(URL, data=fixture("resthook.json"), headers=token(old)).status_code == 200
-    assert client.post(URL, data=fixture("editor_default.json"),
-                       headers=token(new)).status_code == 200
+    assert (
+        client.post(URL, data=fixture("editor_default.json"), headers=token(new)).status_code == 200
+    )
     old_id = handlers.list_secrets(store, ORG)[0].id
     assert handlers.revoke_secret(store, ORG, old_id)
     assert client.post(URL, data=fixture("resthook.json"), headers=token(old)).status_code == 401

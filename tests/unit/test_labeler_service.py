@@ -101,8 +101,9 @@ def test_an_older_update_arriving_late_does_not_win(labeler):
     uuid = "0a0a0a0a-0000-4000-8000-00000000000a"
     labeler.publish(label_event("Help v3", [keywords("socorro")], label_uuid=uuid, version=3))
     labeler.publish(
-        label_event("Help v2", [keywords("ajuda")], label_uuid=uuid, version=2,
-                    event=ev.LABEL_UPDATED)
+        label_event(
+            "Help v2", [keywords("ajuda")], label_uuid=uuid, version=2, event=ev.LABEL_UPDATED
+        )
     )
     labeler.publish(message_received("socorro"), message_received("ajuda"))
     assert [e.data["labels"] for e in labeler.labeled()] == [[uuid], []]
