@@ -58,14 +58,16 @@ def pipeline(pg_settings):
             message.ack()
         return found
 
-    yield publish, read_labeled
-    worker.should_stop = relay.should_stop = True
-    for thread in threads:
-        thread.join(timeout=30)
-    publisher.close()
-    watch.delete()
-    connection.release()
-    store.db.dispose()
+    try:
+        yield publish, read_labeled
+    finally:
+        worker.should_stop = relay.should_stop = True
+        for thread in threads:
+            thread.join(timeout=30)
+        store.db.dispose()
+        publisher.close()
+        watch.delete()
+        connection.release()
 
 
 def test_a_message_on_the_broker_yields_exactly_one_labeled_event(pipeline):
