@@ -195,6 +195,23 @@ def cmd_cases_bootstrap(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
+    from services.stack import Stack
+
+    if not settings.database_url or not settings.broker_url:
+        print("set UPARTNERS_DATABASE_URL and UPARTNERS_BROKER_URL", file=sys.stderr)
+        return 2
+    stack = Stack(
+        settings,
+        SERVICES,
+        WORKERS,
+        base_port=args.base_port,
+        with_fake=args.with_fake,
+        log_dir=args.log_dir,
+    )
+    return stack.run_forever()
+
+
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from services.embedded import run_embedded
 
@@ -231,6 +248,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, default=8000)
     run.set_defaults(func=cmd_run)
+
+    stack = sub.add_parser("stack", help="every process on RabbitMQ and PostgreSQL, no Docker")
+    stack.add_argument(
+        "--base-port",
+        type=int,
+        default=8000,
+        help="ingest on it, cases on +1, the fake engine on +2",
+    )
+    stack.add_argument(
+        "--with-fake", action="store_true", help="also run the contract fake of the RapidPro API"
+    )
+    stack.add_argument("--log-dir", type=Path, help="one log file per process")
+    stack.set_defaults(func=cmd_stack)
 
     web = sub.add_parser("web", help="an HTTP service under gunicorn")
     web.add_argument("service", choices=["ingest", "cases"])
