@@ -308,7 +308,7 @@ class AmqpWorker(ConsumerMixin):
     def _on_message(self, subscription: Subscription, body: Any, message: Any) -> None:
         pending = self._pending.setdefault(subscription.queue.consumer, [])
         pending.append((body, message))
-        if len(pending) >= self.batch:
+        if len(pending) >= self.batch or not subscription.batch:
             self._flush(subscription)
 
     def _flush_all(self) -> None:

@@ -47,6 +47,9 @@ class Subscription:
     queue: QueueSpec
     store: ServiceStore
     handlers: Mapping[str, Handler]
+    # Handlers that call the outside world (the flow engine) must not share a transaction:
+    # a failure later in a batch would roll back, and so repeat, calls already made.
+    batch: bool = True
 
 
 def backoff(attempt: int, *, base: float = 0.1, cap: float = 5.0) -> float:
@@ -111,8 +114,8 @@ def dispatch_batch(subscription: Subscription, bodies: list[Any], **options: Any
     Any failure inside the batch rolls it all back and falls back to ``dispatch`` one event at
     a time, so a poison event or a transient failure is treated exactly as alone.
     """
-    if len(bodies) == 1:
-        return [dispatch(subscription, bodies[0], **options)]
+    if len(bodies) == 1 or not subscription.batch:
+        return [dispatch(subscription, body, **options) for body in bodies]
     consumer = subscription.queue.consumer
     try:
         envelopes = [read_event(body) for body in bodies]
