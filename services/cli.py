@@ -19,8 +19,8 @@ from types import ModuleType
 from shared.settings import Settings
 
 # The services with tables (and so migrations and a relay), and those that consume events.
-SERVICES = ("ingest", "labeler", "flowbridge")
-WORKERS: tuple[str, ...] = ("labeler", "flowbridge")
+SERVICES = ("ingest", "labeler", "flowbridge", "cases")
+WORKERS: tuple[str, ...] = ("labeler", "flowbridge", "cases")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 

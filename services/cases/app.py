@@ -1,0 +1,25 @@
+"""The cases web process: ``create_app`` is its composition root (gunicorn calls it)."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from services.cases import api
+from services.cases.models import open_store
+from shared.http import register_error_handlers
+from shared.settings import Settings
+from shared.uow import ServiceStore
+
+MAX_BODY = 1024 * 1024  # the largest request body: a bulk action on 500 messages fits easily
+
+
+def create_app(settings: Settings | None = None, store: ServiceStore | None = None) -> Flask:
+    settings = settings or Settings.from_env()
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    app.config["UPARTNERS_SETTINGS"] = settings
+    app.json.sort_keys = False  # keep the views' field order: id first
+    app.extensions["upartners.store"] = store or open_store(settings)
+    register_error_handlers(app)
+    api.register(app)
+    return app

@@ -1,0 +1,318 @@
+"""The cases service's tables: orgs and their people, labels, the inbox's messages and replies,
+cases with their timeline, notifications, and the two ledgers (outbox, inbox).
+
+Contacts are kept by their flow-engine uuid and a pseudonymous reference only: no URN, no name.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from shared.db import Database, JSONType, UTCDateTime, created_at, utc_datetime, uuid_pk
+from shared.inbox import InboxMixin
+from shared.outbox import OutboxMixin
+from shared.settings import Settings
+from shared.uow import ServiceStore
+
+SERVICE = "cases"
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+def _where(condition: str) -> dict[str, Any]:
+    """A partial index's condition, on both dialects."""
+    return {"postgresql_where": text(condition), "sqlite_where": text(condition)}
+
+
+# --- orgs and people ----------------------------------------------------------------------------
+class Org(Base):
+    """One flow-engine workspace, keyed like ingest's webhooks and every event's ``org``."""
+
+    __tablename__ = "orgs"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    suspend_groups: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    followup_flow: Mapped[str | None] = mapped_column(String(64), default=None)
+    followup_every_close: Mapped[bool] = mapped_column(Boolean, default=False)
+    interrupt_on_open: Mapped[bool] = mapped_column(Boolean, default=False)
+    mirror_labels: Mapped[bool] = mapped_column(Boolean, default=False)
+    mirror_archive: Mapped[bool] = mapped_column(Boolean, default=False)
+    display_field: Mapped[str | None] = mapped_column(String(64), default=None)
+    warning_days: Mapped[int | None] = mapped_column(Integer, default=7)
+    # Keys the contact pseudonyms: without it a reference cannot be traced back to a contact.
+    pseudonym_salt: Mapped[str] = mapped_column(String(64))
+    org_version: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[created_at]
+
+
+class Catalog(Base):
+    """The org's groups and flows as the flow engine last reported them (catalog.synced)."""
+
+    __tablename__ = "catalogs"
+
+    org: Mapped[str] = mapped_column(String(64), primary_key=True)
+    groups: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    flows: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    synced_on: Mapped[utc_datetime]
+
+
+class Partner(Base):
+    __tablename__ = "partners"
+    __table_args__ = (UniqueConstraint("org", "name", name="uq_partners_name"),)
+
+    id: Mapped[uuid_pk]
+    org: Mapped[str] = mapped_column(ForeignKey("orgs.key"))
+    name: Mapped[str] = mapped_column(String(128))
+    description: Mapped[str] = mapped_column(Text, default="")
+    restricted: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[created_at]
+
+
+class PartnerLabel(Base):
+    """The labels a restricted partner sees."""
+
+    __tablename__ = "partner_labels"
+
+    partner_id: Mapped[str] = mapped_column(ForeignKey("partners.id"), primary_key=True)
+    label_id: Mapped[str] = mapped_column(ForeignKey("labels.id"), primary_key=True)
+
+
+class User(Base):
+    __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("org", "email", name="uq_users_email"),)
+
+    id: Mapped[uuid_pk]
+    org: Mapped[str] = mapped_column(ForeignKey("orgs.key"))
+    partner_id: Mapped[str | None] = mapped_column(ForeignKey("partners.id"), index=True)
+    role: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(128))
+    email: Mapped[str] = mapped_column(String(254))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[created_at]
+
+
+class Token(Base):
+    """An API token of a user; only its hash is kept, the token itself is shown once."""
+
+    __tablename__ = "tokens"
+
+    id: Mapped[uuid_pk]
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    description: Mapped[str] = mapped_column(String(128), default="")
+    created_at: Mapped[created_at]
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+
+# --- labels -------------------------------------------------------------------------------------
+class Label(Base):
+    """A label and its rule (JSON, as the labeler's parse_rule reads it). Deleted labels stay as
+    tombstones so that their label_version keeps growing."""
+
+    __tablename__ = "labels"
+    __table_args__ = (
+        Index("uq_labels_name", "org", "name", unique=True, **_where("deleted_at IS NULL")),
+    )
+
+    id: Mapped[uuid_pk]
+    org: Mapped[str] = mapped_column(ForeignKey("orgs.key"))
+    name: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str] = mapped_column(Text, default="")
+    synced: Mapped[bool] = mapped_column(Boolean, default=False)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    rule: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    label_version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[created_at]
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+
+# --- contacts and messages ----------------------------------------------------------------------
+class Contact(Base):
+    """A contact as partners know it: a pseudonymous reference, plus the contact fields of its
+    newest message (only the one the org chose is ever shown)."""
+
+    __tablename__ = "contacts"
+    __table_args__ = (
+        UniqueConstraint("org", "uuid", name="uq_contacts_uuid"),
+        UniqueConstraint("org", "ref", name="uq_contacts_ref"),
+    )
+
+    id: Mapped[uuid_pk]
+    org: Mapped[str] = mapped_column(ForeignKey("orgs.key"))
+    uuid: Mapped[str] = mapped_column(String(64))
+    ref: Mapped[str] = mapped_column(String(16))
+    fields: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    fields_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    created_at: Mapped[created_at]
+
+
+class Message(Base):
+    """An incoming message. Built from message.received and message.labeled, whichever comes
+    first; ``received_at`` is unset until message.received arrived."""
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        Index("ix_messages_folder", "org", "archived", "received_at", "id"),
+        Index("ix_messages_flagged", "org", "received_at", "id", **_where("flagged")),
+        Index("ix_messages_contact", "contact_id", "received_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    org: Mapped[str] = mapped_column(ForeignKey("orgs.key"))
+    contact_id: Mapped[str] = mapped_column(ForeignKey("contacts.id"))
+    external_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    text: Mapped[str | None] = mapped_column(Text, default=None)
+    attachments: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    flow_uuid: Mapped[str | None] = mapped_column(String(64), default=None)
+    flow_name: Mapped[str | None] = mapped_column(Text, default=None)
+    node_uuid: Mapped[str | None] = mapped_column(String(64), default=None)
+    received_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    labelled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The labeler's newest opinion and when it was formed: message.labeled may come out of order.
+    labeler_labels: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    labeler_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    flagged: Mapped[bool] = mapped_column(Boolean, default=False)
+    archived: Mapped[bool] = mapped_column(Boolean, default=False)
+    simulation: Mapped[bool] = mapped_column(Boolean, default=False)
+    case_id: Mapped[str | None] = mapped_column(ForeignKey("cases.id"), index=True, default=None)
+    locked_by: Mapped[str | None] = mapped_column(ForeignKey("users.id"), default=None)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    created_at: Mapped[created_at]
+
+
+class MessageLabel(Base):
+    __tablename__ = "message_labels"
+    __table_args__ = (Index("ix_message_labels_label", "label_id", "message_id"),)
+
+    message_id: Mapped[str] = mapped_column(ForeignKey("messages.id"), primary_key=True)
+    label_id: Mapped[str] = mapped_column(ForeignKey("labels.id"), primary_key=True)
+
+
+class MessageAction(Base):
+    """A message's history: who did what, when (``user_id`` None: the system did)."""
+
+    __tablename__ = "message_actions"
+    __table_args__ = (Index("ix_message_actions_message", "message_id", "created_at"),)
+
+    id: Mapped[uuid_pk]
+    message_id: Mapped[str] = mapped_column(ForeignKey("messages.id"))
+    user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"), default=None)
+    action: Mapped[str] = mapped_column(String(16))
+    label_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    outgoing_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    case_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    created_at: Mapped[created_at]
+
+
+class Outgoing(Base):
+    """A reply to a contact, delivered by flowbridge (outgoing.requested -> sent / failed)."""
+
+    __tablename__ = "outgoing"
+    __table_args__ = (
+        Index("ix_outgoing_sent", "org", "created_at", "id"),
+        Index("ix_outgoing_case", "case_id", "created_at"),
+    )
+
+    id: Mapped[uuid_pk]
+    org: Mapped[str] = mapped_column(ForeignKey("orgs.key"))
+    contact_id: Mapped[str] = mapped_column(ForeignKey("contacts.id"))
+    case_id: Mapped[str | None] = mapped_column(ForeignKey("cases.id"), default=None)
+    reply_to: Mapped[str | None] = mapped_column(String(64), default=None)
+    partner_id: Mapped[str | None] = mapped_column(ForeignKey("partners.id"), default=None)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    text: Mapped[str] = mapped_column(Text)
+    delivery: Mapped[str] = mapped_column(String(16), default="pending")
+    failure: Mapped[str | None] = mapped_column(Text, default=None)
+    sent_on: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    created_at: Mapped[created_at]
+
+
+# --- cases --------------------------------------------------------------------------------------
+class Case(Base):
+    __tablename__ = "cases"
+    __table_args__ = (
+        # One open case per contact, also when two people open one at the same moment.
+        Index("uq_cases_open_contact", "contact_id", unique=True, **_where("closed_on IS NULL")),
+        Index("ix_cases_org", "org", "opened_on", "id"),
+        Index("ix_cases_partner", "partner_id", "opened_on"),
+    )
+
+    id: Mapped[uuid_pk]
+    org: Mapped[str] = mapped_column(ForeignKey("orgs.key"))
+    contact_id: Mapped[str] = mapped_column(ForeignKey("contacts.id"))
+    summary: Mapped[str] = mapped_column(Text)
+    partner_id: Mapped[str] = mapped_column(ForeignKey("partners.id"))
+    user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"), default=None)
+    opened_by: Mapped[str | None] = mapped_column(ForeignKey("users.id"), default=None)
+    initial_message_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    opened_on: Mapped[utc_datetime]
+    reopened_on: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    closed_on: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    close_count: Mapped[int] = mapped_column(Integer, default=0)
+    case_version: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class CaseLabel(Base):
+    __tablename__ = "case_labels"
+    __table_args__ = (Index("ix_case_labels_label", "label_id", "case_id"),)
+
+    case_id: Mapped[str] = mapped_column(ForeignKey("cases.id"), primary_key=True)
+    label_id: Mapped[str] = mapped_column(ForeignKey("labels.id"), primary_key=True)
+
+
+class CaseAction(Base):
+    """One entry of a case's timeline besides messages: open, note, reassign, label, close,
+    reopen, and what flowbridge reported (suspended, restored, followup)."""
+
+    __tablename__ = "case_actions"
+    __table_args__ = (Index("ix_case_actions_case", "case_id", "created_at", "id"),)
+
+    id: Mapped[uuid_pk]
+    case_id: Mapped[str] = mapped_column(ForeignKey("cases.id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"), default=None)
+    note: Mapped[str | None] = mapped_column(Text, default=None)
+    data: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    created_at: Mapped[created_at]
+
+
+class CaseWatcher(Base):
+    __tablename__ = "case_watchers"
+
+    case_id: Mapped[str] = mapped_column(ForeignKey("cases.id"), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), primary_key=True)
+
+
+class Notification(Base):
+    __tablename__ = "notifications"
+    __table_args__ = (Index("ix_notifications_user", "user_id", "created_at", "id"),)
+
+    id: Mapped[uuid_pk]
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    case_id: Mapped[str] = mapped_column(ForeignKey("cases.id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    actor_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"), default=None)
+    created_at: Mapped[created_at]
+    read_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+
+class Outbox(OutboxMixin, Base):
+    pass
+
+
+class Inbox(InboxMixin, Base):
+    pass
+
+
+def open_store(settings: Settings) -> ServiceStore:
+    return ServiceStore(SERVICE, Database(settings, SERVICE), Outbox, Inbox)

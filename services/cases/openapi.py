@@ -1,0 +1,532 @@
+"""The OpenAPI 3 document of the partner API, served at ``/api/v1/openapi.json``.
+
+Operations are listed here once; request bodies and query parameters are derived from the
+marshmallow schemas the API loads with, and answers from the view dataclasses the handlers
+return, so the document cannot drift from the code on those. A test compares the operations
+with the app's URL map both ways.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import re
+import types
+import typing
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from marshmallow import Schema, fields, validate
+
+from services.cases import handlers as h
+from services.cases import schemas as s
+
+ANY = "any user of the org"
+ADMIN = "org administrators"
+WORKERS = "administrators and the assigned partner's users"
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str  # OpenAPI form: /api/v1/cases/{case_id}
+    summary: str
+    who: str = ANY
+    body: type[Schema] | None = None
+    query: type[Schema] | None = None
+    answer: type | None = None  # a view dataclass
+    shape: str = "one"  # one, list, page, none
+    status: int = 200
+
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation("get", "/api/v1/me", "The caller: user, role, partner, org.", answer=h.MeView),
+    Operation("get", "/api/v1/org", "The org's settings.", answer=h.OrgView),
+    Operation(
+        "patch",
+        "/api/v1/org",
+        "Change settings; emits org.updated.",
+        ADMIN,
+        body=s.OrgSettingsSchema,
+        answer=h.OrgView,
+    ),
+    Operation(
+        "get",
+        "/api/v1/org/catalog",
+        "Groups and flows of the flow engine, by name.",
+        ADMIN,
+        answer=h.CatalogView,
+    ),
+    Operation(
+        "get",
+        "/api/v1/partners",
+        "Partners (others' as a directory of id and name for non-administrators).",
+        answer=h.PartnerView,
+        shape="list",
+    ),
+    Operation(
+        "post",
+        "/api/v1/partners",
+        "Add a partner.",
+        ADMIN,
+        body=s.PartnerSchema,
+        answer=h.PartnerView,
+        status=201,
+    ),
+    Operation(
+        "get",
+        "/api/v1/partners/{partner_id}",
+        "One partner (administrators, or its own users).",
+        answer=h.PartnerView,
+    ),
+    Operation(
+        "patch",
+        "/api/v1/partners/{partner_id}",
+        "Change a partner, its restriction and labels.",
+        ADMIN,
+        body=s.PartnerChangesSchema,
+        answer=h.PartnerView,
+    ),
+    Operation(
+        "get",
+        "/api/v1/users",
+        "Users the caller may see.",
+        query=s.UserQuery,
+        answer=h.UserView,
+        shape="list",
+    ),
+    Operation(
+        "post",
+        "/api/v1/users",
+        "Add a user.",
+        "administrators; managers for their partner",
+        body=s.UserSchema,
+        answer=h.UserView,
+        status=201,
+    ),
+    Operation("get", "/api/v1/users/{user_id}", "One user.", answer=h.UserView),
+    Operation(
+        "patch",
+        "/api/v1/users/{user_id}",
+        "Rename, change role, deactivate.",
+        "administrators; managers for their partner; anyone renames themselves",
+        body=s.UserChangesSchema,
+        answer=h.UserView,
+    ),
+    Operation(
+        "get",
+        "/api/v1/users/{user_id}/tokens",
+        "A user's tokens (never the secret).",
+        "the user, administrators, their partner's managers",
+        answer=h.TokenView,
+        shape="list",
+    ),
+    Operation(
+        "post",
+        "/api/v1/users/{user_id}/tokens",
+        "Create a token; shown this once.",
+        "the user, administrators, their partner's managers",
+        body=s.TokenSchema,
+        answer=h.NewToken,
+        status=201,
+    ),
+    Operation(
+        "delete",
+        "/api/v1/users/{user_id}/tokens/{token_id}",
+        "Revoke a token.",
+        "the user, administrators, their partner's managers",
+        answer=h.TokenView,
+    ),
+    Operation("get", "/api/v1/labels", "Labels the caller sees.", answer=h.LabelView, shape="list"),
+    Operation(
+        "post",
+        "/api/v1/labels",
+        "Add a label; emits label.created.",
+        ADMIN,
+        body=s.LabelSchema,
+        answer=h.LabelView,
+        status=201,
+    ),
+    Operation("get", "/api/v1/labels/{label_id}", "One label.", answer=h.LabelView),
+    Operation(
+        "patch",
+        "/api/v1/labels/{label_id}",
+        "Change a label; emits label.updated.",
+        ADMIN,
+        body=s.LabelChangesSchema,
+        answer=h.LabelView,
+    ),
+    Operation(
+        "delete",
+        "/api/v1/labels/{label_id}",
+        "Delete a label; emits label.deleted.",
+        ADMIN,
+        shape="none",
+        status=204,
+    ),
+    Operation(
+        "get",
+        "/api/v1/messages",
+        "One page of a folder (inbox, flagged, archived, unlabelled, sent), newest first.",
+        query=s.MessageQuery,
+        answer=h.MessageView,
+        shape="page",
+    ),
+    Operation(
+        "get",
+        "/api/v1/messages/counts",
+        "Messages per folder and inbox messages per label.",
+        query=s.CountsQuery,
+        answer=h.Counts,
+    ),
+    Operation(
+        "post",
+        "/api/v1/messages/actions",
+        "One action on many messages, all or none.",
+        body=s.BulkMessageActionSchema,
+        answer=h.MessageView,
+        shape="list",
+    ),
+    Operation("get", "/api/v1/messages/{message_id}", "One message.", answer=h.MessageView),
+    Operation(
+        "get",
+        "/api/v1/messages/{message_id}/history",
+        "Who did what to the message.",
+        answer=h.HistoryEntry,
+        shape="list",
+    ),
+    Operation(
+        "post",
+        "/api/v1/messages/{message_id}/actions",
+        "Label, unlabel, flag, unflag, archive or restore.",
+        body=s.MessageActionSchema,
+        answer=h.MessageView,
+    ),
+    Operation(
+        "post",
+        "/api/v1/messages/{message_id}/reply",
+        "Answer the contact; archives the message; emits outgoing.requested.",
+        body=s.ReplySchema,
+        answer=h.OutgoingView,
+        status=201,
+    ),
+    Operation(
+        "post",
+        "/api/v1/messages/{message_id}/lock",
+        "Take the soft lock for a few minutes.",
+        answer=h.MessageView,
+    ),
+    Operation(
+        "delete",
+        "/api/v1/messages/{message_id}/lock",
+        "Release one's soft lock.",
+        answer=h.MessageView,
+    ),
+    Operation(
+        "get",
+        "/api/v1/cases",
+        "Cases the caller sees, newest first.",
+        query=s.CaseQuery,
+        answer=h.CaseView,
+        shape="page",
+    ),
+    Operation(
+        "post",
+        "/api/v1/cases",
+        "Open a case (201), or get the contact's open one (200); emits case.opened.",
+        body=s.OpenCaseSchema,
+        answer=h.CaseView,
+        status=201,
+    ),
+    Operation("get", "/api/v1/cases/{case_id}", "One case.", answer=h.CaseView),
+    Operation(
+        "get",
+        "/api/v1/cases/{case_id}/timeline",
+        "Messages and actions, oldest first.",
+        query=s.TimelineQuery,
+        answer=h.TimelineEntry,
+        shape="page",
+    ),
+    Operation(
+        "post",
+        "/api/v1/cases/{case_id}/notes",
+        "Add a note; emits case.note_added.",
+        WORKERS,
+        body=s.NoteSchema,
+        answer=h.CaseView,
+        status=201,
+    ),
+    Operation(
+        "post",
+        "/api/v1/cases/{case_id}/reassign",
+        "Reassign; emits case.reassigned.",
+        WORKERS,
+        body=s.ReassignSchema,
+        answer=h.CaseView,
+    ),
+    Operation(
+        "put",
+        "/api/v1/cases/{case_id}/labels",
+        "Set the labels; emits case.labels_changed.",
+        WORKERS,
+        body=s.CaseLabelsSchema,
+        answer=h.CaseView,
+    ),
+    Operation(
+        "post",
+        "/api/v1/cases/{case_id}/reply",
+        "Message the contact; emits outgoing.requested.",
+        WORKERS,
+        body=s.ReplySchema,
+        answer=h.OutgoingView,
+        status=201,
+    ),
+    Operation(
+        "post",
+        "/api/v1/cases/{case_id}/close",
+        "Close with a final note; emits case.closed.",
+        WORKERS,
+        body=s.NoteSchema,
+        answer=h.CaseView,
+    ),
+    Operation(
+        "post",
+        "/api/v1/cases/{case_id}/reopen",
+        "Reopen; emits case.reopened.",
+        WORKERS,
+        body=s.ReopenSchema,
+        answer=h.CaseView,
+    ),
+    Operation(
+        "put", "/api/v1/cases/{case_id}/watch", "Watch: get notifications.", answer=h.CaseView
+    ),
+    Operation("delete", "/api/v1/cases/{case_id}/watch", "Stop watching.", answer=h.CaseView),
+    Operation(
+        "get",
+        "/api/v1/notifications",
+        "The caller's notifications, newest first.",
+        query=s.NotificationQuery,
+        answer=h.NotificationView,
+        shape="page",
+    ),
+    Operation("post", "/api/v1/notifications/read", "Mark all of one's notifications read."),
+    Operation(
+        "post",
+        "/api/v1/notifications/{notification_id}/read",
+        "Mark one read.",
+        answer=h.NotificationView,
+    ),
+    Operation("get", "/api/v1/openapi.json", "This document (no token needed).", "anyone"),
+    Operation("get", "/healthz", "The process is alive.", "anyone"),
+    Operation("get", "/readyz", "The process can reach its database.", "anyone"),
+)
+
+ERROR = {
+    "type": "object",
+    "required": ["error", "message"],
+    "properties": {
+        "error": {"type": "string", "example": "CASE_NOT_FOUND"},
+        "message": {"type": "string"},
+        "fields": {"type": "object", "additionalProperties": True},
+    },
+}
+
+
+@functools.cache
+def document() -> dict[str, Any]:
+    components: dict[str, Any] = {"Error": ERROR}
+    paths: dict[str, dict[str, Any]] = {}
+    for op in OPERATIONS:
+        paths.setdefault(op.path, {})[op.method] = _operation(op, components)
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "U-Partners cases: the partner API",
+            "version": "1",
+            "description": "Partners read and answer contacts' messages anonymously. Send "
+            "`Authorization: Bearer <token>`. An object the caller may not see answers 404.",
+        },
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+        "paths": paths,
+    }
+
+
+def _operation(op: Operation, components: dict[str, Any]) -> dict[str, Any]:
+    parameters = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in _path_names(op.path)
+    ]
+    if op.query is not None:
+        for name, field in op.query().fields.items():
+            parameters.append(
+                {
+                    "name": name,
+                    "in": "query",
+                    "required": field.required,
+                    "schema": field_schema(field),
+                }
+            )
+    answer: dict[str, Any]
+    if op.shape == "none":
+        answer = {"description": "Done."}
+    else:
+        answer = {
+            "description": "OK",
+            "content": {"application/json": {"schema": _answer_schema(op, components)}},
+        }
+    responses: dict[str, Any] = {str(op.status): answer}
+    if op.path == "/api/v1/cases":
+        responses["200"] = {
+            "description": "The contact's case was already open.",
+            "content": answer["content"],
+        }
+    for status, why in (
+        ("400", "Invalid body or query."),
+        ("401", "No valid token."),
+        ("403", "Role not allowed."),
+        ("404", "Not found or not visible."),
+        ("409", "State conflict."),
+        ("422", "Fields naming unknown things."),
+    ):
+        responses[status] = {
+            "description": why,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        }
+    result: dict[str, Any] = {
+        "operationId": re.sub(r"[^A-Za-z0-9]+", "_", f"{op.method}{op.path}").strip("_"),
+        "summary": op.summary,
+        "description": f"Who: {op.who}.",
+        "parameters": parameters,
+        "responses": responses,
+    }
+    if op.who == "anyone":
+        result["security"] = []
+    if op.body is not None:
+        result["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": body_schema(op.body)}},
+        }
+    return result
+
+
+def _path_names(path: str) -> list[str]:
+    return [part[1:-1] for part in path.split("/") if part.startswith("{")]
+
+
+def _answer_schema(op: Operation, components: dict[str, Any]) -> dict[str, Any]:
+    if op.answer is None:
+        return {"type": "object"}
+    ref = view_schema(op.answer, components)
+    if op.shape == "list":
+        return {"type": "object", "properties": {"items": {"type": "array", "items": ref}}}
+    if op.shape == "page":
+        return {
+            "type": "object",
+            "properties": {
+                "items": {"type": "array", "items": ref},
+                "next_cursor": {"type": "string", "nullable": True},
+            },
+        }
+    return ref
+
+
+# --- marshmallow -> JSON Schema -----------------------------------------------------------------
+def body_schema(schema: type[Schema]) -> dict[str, Any]:
+    instance = schema()
+    properties = {name: field_schema(f) for name, f in instance.fields.items()}
+    required = [name for name, f in instance.fields.items() if f.required]
+    result: dict[str, Any] = {
+        "type": "object",
+        "properties": properties,
+        "additionalProperties": False,
+    }
+    if required:
+        result["required"] = required
+    return result
+
+
+def field_schema(field: fields.Field) -> dict[str, Any]:
+    result: dict[str, Any]
+    if isinstance(field, fields.Boolean):
+        result = {"type": "boolean"}
+    elif isinstance(field, fields.Integer):
+        result = {"type": "integer"}
+    elif isinstance(field, fields.DateTime):
+        result = {"type": "string", "format": "date-time"}
+    elif isinstance(field, fields.Email):
+        result = {"type": "string", "format": "email"}
+    elif isinstance(field, fields.List):
+        result = {"type": "array", "items": field_schema(field.inner)}
+    elif isinstance(field, fields.Dict):
+        result = {"type": "object"}
+    else:
+        result = {"type": "string"}
+    for rule in _validators(field):
+        if isinstance(rule, validate.Length):
+            low, high = (
+                ("minItems", "maxItems")
+                if result["type"] == "array"
+                else ("minLength", "maxLength")
+            )
+            if rule.min is not None:
+                result[low] = rule.min
+            if rule.max is not None:
+                result[high] = rule.max
+        elif isinstance(rule, validate.Range):
+            if rule.min is not None:
+                result["minimum"] = rule.min
+            if rule.max is not None:
+                result["maximum"] = rule.max
+        elif isinstance(rule, validate.OneOf):
+            result["enum"] = list(rule.choices)
+    if field.allow_none:
+        result["nullable"] = True
+    return result
+
+
+def _validators(field: fields.Field) -> list[Any]:
+    return list(field.validators)
+
+
+# --- view dataclasses -> JSON Schema ------------------------------------------------------------
+def view_schema(view: type, components: dict[str, Any]) -> dict[str, Any]:
+    name = view.__name__
+    if name not in components:
+        components[name] = {}  # placeholder: views may refer to each other
+        hints = typing.get_type_hints(view, vars(h))
+        components[name] = {
+            "type": "object",
+            "properties": {
+                f.name: _type_schema(hints[f.name], components) for f in dataclasses.fields(view)
+            },
+            "required": [f.name for f in dataclasses.fields(view)],
+        }
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _type_schema(hint: Any, components: dict[str, Any]) -> dict[str, Any]:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        schema = _type_schema(inner[0], components)
+        if "$ref" in schema:
+            return {"allOf": [schema], "nullable": True}
+        return {**schema, "nullable": True}
+    if origin is list:
+        return {"type": "array", "items": _type_schema(args[0], components)}
+    if origin is dict:
+        return {"type": "object", "additionalProperties": True}
+    if dataclasses.is_dataclass(hint):
+        return view_schema(hint, components)
+    simple = {
+        str: {"type": "string"},
+        bool: {"type": "boolean"},
+        int: {"type": "integer"},
+        datetime: {"type": "string", "format": "date-time"},
+    }
+    return dict(simple.get(hint, {}))

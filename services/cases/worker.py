@@ -1,0 +1,33 @@
+"""AMQP only: the cases worker's subscriptions, each routing event names to a handler."""
+
+from __future__ import annotations
+
+from services.cases import handlers
+from services.cases.models import open_store
+from shared import events as ev
+from shared.bus.dispatch import Handler, Subscription
+from shared.bus.topology import CASES_DELIVERY, CASES_MESSAGES
+from shared.settings import Settings
+from shared.uow import ServiceStore
+
+MESSAGE_HANDLERS: dict[str, Handler] = {
+    ev.MESSAGE_RECEIVED: handlers.on_message_received,
+    ev.MESSAGE_LABELED: handlers.on_message_labeled,
+}
+
+FLOWBRIDGE_HANDLERS: dict[str, Handler] = {
+    ev.OUTGOING_SENT: handlers.on_outgoing_sent,
+    ev.OUTGOING_FAILED: handlers.on_outgoing_failed,
+    ev.CONTACT_SUSPENDED: handlers.on_contact_suspended,
+    ev.CONTACT_RESTORED: handlers.on_contact_restored,
+    ev.FOLLOWUP_STARTED: handlers.on_followup_started,
+    ev.CATALOG_SYNCED: handlers.on_catalog_synced,
+}
+
+
+def subscriptions(settings: Settings, store: ServiceStore | None = None) -> list[Subscription]:
+    store = store or open_store(settings)
+    return [
+        Subscription(CASES_MESSAGES, store, MESSAGE_HANDLERS),
+        Subscription(CASES_DELIVERY, store, FLOWBRIDGE_HANDLERS),
+    ]

@@ -1,0 +1,197 @@
+"""The cases API's contract: the OpenAPI document matches the routes both ways, bad input is
+a 4xx in the one error shape (never a 500), probes, and the app factory."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from services.cases.app import create_app
+from services.cases.openapi import OPERATIONS, document
+from tests.cases_helpers import CasesWorld
+
+IGNORED_METHODS = {"HEAD", "OPTIONS"}
+
+
+@pytest.fixture
+def world(settings):
+    world = CasesWorld(settings)
+    yield world
+    world.close()
+
+
+def url_map_operations(app) -> set[tuple[str, str]]:
+    found = set()
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint == "static":
+            continue
+        path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
+        found |= {(method.lower(), path) for method in rule.methods - IGNORED_METHODS}
+    return found
+
+
+def test_the_openapi_document_lists_exactly_the_routes(world):
+    served = world.ok(world.client.get("/api/v1/openapi.json"))  # no token needed
+    assert served["openapi"].startswith("3.")
+    documented = {(method, path) for path, ops in served["paths"].items() for method in ops}
+    routes = url_map_operations(world.app)
+    assert documented - routes == set(), "documented but not served"
+    assert routes - documented == set(), "served but not documented"
+
+
+def test_every_documented_body_and_answer_is_described(world):
+    doc = document()
+    schemas = doc["components"]["schemas"]
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            for status, response in op["responses"].items():
+                ref = (
+                    response.get("content", {})
+                    .get("application/json", {})
+                    .get("schema", {})
+                    .get("$ref")
+                )
+                if ref:
+                    assert ref.rsplit("/", 1)[-1] in schemas, (method, path, status)
+            if method in ("post", "put", "patch") and "requestBody" in op:
+                body = op["requestBody"]["content"]["application/json"]["schema"]
+                assert body["type"] == "object" and body["additionalProperties"] is False
+    message = schemas["MessageView"]["properties"]
+    assert message["contact"] == {"$ref": "#/components/schemas/ContactView"}
+    label_body = doc["paths"]["/api/v1/labels"]["post"]["requestBody"]
+    assert label_body["content"]["application/json"]["schema"]["required"] == ["name"]
+    assert len(OPERATIONS) == len({(op.method, op.path) for op in OPERATIONS})
+
+
+JUNK_BODIES = [
+    b"{not json",
+    b"[1, 2, 3]",
+    b'"a string"',
+    b"null",
+    b'{"unexpected": true}',
+    b'{"text": "a\\u0000b", "note": "\\ud800", "summary": 12, "name": ["x"], "labels": "x"}',
+    b'{"messages": [null, 5], "action": "explode", "label": {"x": 1}}',
+    b'{"partner": 99999999999999999999999, "user": false, "rule": [{"type": "keywords"}]}',
+    b'{"name": "' + b"x" * 5000 + b'", "email": "not-an-email", "role": "emperor"}',
+    b'{"warning_days": -1, "timezone": "../../etc/passwd", "suspend_groups": "g"}',
+]
+
+
+@pytest.fixture
+def ids_of(world):
+    label = world.label()
+    partner = world.partner(labels=(label,))
+    message = world.message([label])
+    case = world.open_case(world.admin, world.message([label]), partner)
+    notification = "n-unknown"
+    return {
+        "partner_id": partner,
+        "user_id": world.admin.id,
+        "token_id": "t-unknown",
+        "label_id": label,
+        "message_id": message,
+        "case_id": case["id"],
+        "notification_id": notification,
+    }
+
+
+def test_junk_bodies_get_a_4xx_in_the_error_shape_never_a_500(world, ids_of):
+    checked = 0
+    for method, path in sorted(url_map_operations(world.app)):
+        if method not in ("post", "put", "patch"):
+            continue
+        url = path.format(**ids_of)
+        for body in JUNK_BODIES:
+            response = world.client.open(
+                url,
+                method=method.upper(),
+                data=body,
+                headers=world.admin.headers | {"Content-Type": "application/json"},
+            )
+            where = (method, path, body[:60], response.status_code, response.json)
+            if response.status_code >= 400:
+                assert response.status_code < 500, where
+                assert set(response.json) <= {"error", "message", "fields"}, where
+                assert response.json["error"].isupper(), where
+            checked += 1
+    assert checked > 150
+
+
+def test_invalid_bodies_name_their_fields(world, ids_of):
+    response = world.post(
+        world.admin, "/api/v1/labels", {"name": "", "synced": "perhaps", "colour": "red"}
+    )
+    assert response.status_code == 400 and response.json["error"] == "INVALID_REQUEST"
+    assert set(response.json["fields"]) == {"name", "synced", "colour"}
+    not_json = world.client.post("/api/v1/labels", data=b"{", headers=world.admin.headers)
+    assert not_json.status_code == 400 and not_json.json["error"] == "INVALID_JSON"
+
+
+@pytest.mark.parametrize(
+    "query, field",
+    [
+        ({"limit": "0"}, "limit"),
+        ({"limit": "x"}, "limit"),
+        ({"limit": "100000"}, "limit"),
+        ({"folder": "spam"}, "folder"),
+        ({"after": "yesterday"}, "after"),
+        ({"simulation": "maybe"}, "simulation"),
+        ({"colour": "red"}, "colour"),
+        ({"q": "a\x00b"}, "q"),
+        ({"label": "x" * 100}, "label"),
+    ],
+)
+def test_bad_queries_get_400_naming_the_parameter(world, query, field):
+    response = world.get(world.admin, "/api/v1/messages", **query)
+    assert response.status_code == 400 and field in response.json["fields"]
+
+
+def test_ids_postgresql_cannot_compare_are_simply_not_found(world):
+    for path in (
+        "/api/v1/messages/a%00b",
+        "/api/v1/cases/" + "x" * 100,
+        "/api/v1/labels/%ED%A0%80",
+    ):
+        response = world.client.get(path, headers=world.admin.headers)
+        assert response.status_code == 404 and response.json["error"].endswith("NOT_FOUND")
+
+
+def test_wrong_method_and_unknown_route_answer_json(world):
+    assert world.client.delete("/api/v1/org", headers=world.admin.headers).status_code == 405
+    assert world.client.get("/api/v1/nope", headers=world.admin.headers).json["error"] == (
+        "NOT_FOUND"
+    )
+
+
+def test_probes(world):
+    assert world.client.get("/healthz").json == {"status": "ok"}
+    assert world.client.get("/readyz").json == {"status": "ready"}
+
+
+def test_database_down_answers_503(settings):
+    down = settings.with_(database_url="postgresql+psycopg://postgres@127.0.0.1:9/none")
+    app = create_app(down)
+    client = app.test_client()
+    try:
+        assert client.get("/healthz").status_code == 200
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and ready.json["error"] == "SERVICE_UNAVAILABLE"
+        denied = client.get("/api/v1/me", headers={"Authorization": "Bearer x"})
+        assert denied.status_code == 503
+    finally:
+        app.extensions["upartners.store"].db.dispose()
+
+
+def test_importing_the_app_touches_nothing(settings):
+    import importlib
+
+    import services.cases.app as module
+
+    importlib.reload(module)
+    assert not settings.data_dir.exists()
+    app = module.create_app(settings)
+    try:
+        assert app.extensions["upartners.store"].service == "cases"
+    finally:
+        app.extensions["upartners.store"].db.dispose()
