@@ -16,6 +16,7 @@ from collections.abc import Callable
 from werkzeug.serving import make_server
 
 from services import cli
+from services.cases.app import create_app as create_cases_app
 from services.ingest import handlers as ingest_handlers
 from services.ingest.app import create_app as create_ingest_app
 from shared.bus.embedded import EmbeddedBus, EmbeddedWorker
@@ -47,12 +48,17 @@ def run_embedded(settings: Settings, *, host: str, port: int) -> int:
     threads = [threading.Thread(target=loop.run, name=type(loop).__name__) for loop in loops]
 
     _print_demo_secret(stores["ingest"])
-    server = make_server(host, port, create_ingest_app(settings, stores["ingest"]), threaded=True)
+    app = _one_site(
+        create_ingest_app(settings, stores["ingest"]),
+        create_cases_app(settings, stores["cases"]),
+    )
+    server = make_server(host, port, app, threaded=True)
     _on_stop_signal(lambda: _stop(server, loops))
     for thread in threads:
         thread.start()
     print(f"U-Partners is running on http://{host}:{port} (data in {settings.data_dir}/)")
     print(f"  webhooks: POST http://{host}:{port}/webhooks/<org>/flow")
+    print(f"  partner API: http://{host}:{port}/api/v1/ (create an org: upartners cases bootstrap)")
     try:
         server.serve_forever()
     finally:
@@ -63,6 +69,16 @@ def run_embedded(settings: Settings, *, host: str, port: int) -> int:
         for store in stores.values():
             store.db.dispose()
     return 0
+
+
+def _one_site(ingest_app, cases_app):
+    """One HTTP server for both web services: /api/ is the cases API, the rest is ingest's."""
+
+    def application(environ, start_response):
+        app = cases_app if environ.get("PATH_INFO", "").startswith("/api/") else ingest_app
+        return app(environ, start_response)
+
+    return application
 
 
 def _print_demo_secret(ingest_store) -> None:

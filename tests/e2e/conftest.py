@@ -35,8 +35,14 @@ def make_stack(pg_settings, tmp_path):
     stacks: list[Stack] = []
 
     def make(services, workers, *, with_fake=False) -> Stack:
-        stack = Stack(pg_settings, services, workers, base_port=free_base_port(),
-                      with_fake=with_fake, log_dir=tmp_path / "logs")
+        stack = Stack(
+            pg_settings,
+            services,
+            workers,
+            base_port=free_base_port(),
+            with_fake=with_fake,
+            log_dir=tmp_path / "logs",
+        )
         stacks.append(stack)
         stack.start()
         return stack
