@@ -36,6 +36,9 @@ lint: install ## ruff lint and format check
 
 bench: install services ## run the benchmarks (see README for the numbers)
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/labeler_rules.py
+	$(BIN)/python bench/labeler_pipeline.py
+	$(BIN)/python bench/cases.py
 
 clean: ## remove the virtualenv and the embedded default's data
 	rm -rf $(VENV) var

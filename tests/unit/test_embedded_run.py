@@ -71,6 +71,8 @@ def test_a_webhook_is_labelled_and_data_survives_a_restart(tmp_path):
         first = requests.post(url, data=fixture("resthook.json"), headers=headers, timeout=5)
         assert first.status_code == 200
         assert labelled(data, first.json()["message"])
+        api = requests.get(f"http://127.0.0.1:{port}/api/v1/openapi.json", timeout=5)
+        assert api.status_code == 200 and "/api/v1/cases" in str(api.json()["paths"])
     finally:
         assert stop(process) == 0  # SIGTERM is a clean stop
     process = start(data, port, log)  # same data folder: the secret and the message are kept
