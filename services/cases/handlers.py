@@ -1763,16 +1763,14 @@ def open_case(
         if source is not None:
             inherited = _message_label_ids(session, source.id)
             session.add_all(CaseLabel(case_id=case.id, label_id=lid) for lid in inherited)
-        session.add(
-            CaseAction(
-                id=new_id(),
-                case_id=case.id,
-                kind="open",
-                user_id=actor.user_id,
-                note=summary,
-                data=_assignment(assignee, assignee_user),
-                created_at=now,
-            )
+        _record_action(
+            session,
+            case,
+            "open",
+            actor,
+            at=now,
+            note=summary,
+            data=_assignment(assignee, assignee_user),
         )
         _watch(session, case.id, {actor.user_id, case.user_id})
         if assignee_user is not None and assignee_user.id != actor.user_id:
@@ -2142,16 +2140,7 @@ def add_note(store: ServiceStore, actor: Actor, case_id: str, note: str) -> Case
         session = uow.session
         case, _ = _load_case(session, actor, case_id, Access.UPDATE)
         next_state(_state(case), "note")
-        action = CaseAction(
-            id=new_id(),
-            case_id=case.id,
-            kind="note",
-            user_id=actor.user_id,
-            note=note,
-            data={},
-            created_at=utcnow(),
-        )
-        session.add(action)
+        action = _record_action(session, case, "note", actor, at=utcnow(), note=note)
         _case_changed(case)
         _emit_case(uow, session, case, ev.CASE_NOTE_ADDED, note_id=action.id)
         _notify(session, case, "note", actor.user_id, _watchers(session, case.id))
@@ -2177,15 +2166,13 @@ def reassign_case(
         if (new_partner.id, new_user.id if new_user else None) != (case.partner_id, case.user_id):
             case.partner_id = new_partner.id
             case.user_id = new_user.id if new_user else None
-            session.add(
-                CaseAction(
-                    id=new_id(),
-                    case_id=case.id,
-                    kind="reassign",
-                    user_id=actor.user_id,
-                    data=_assignment(new_partner, new_user),
-                    created_at=utcnow(),
-                )
+            _record_action(
+                session,
+                case,
+                "reassign",
+                actor,
+                at=utcnow(),
+                data=_assignment(new_partner, new_user),
             )
             _case_changed(case)
             _emit_case(
@@ -2224,15 +2211,13 @@ def set_case_labels(
                     )
                 )
             session.add_all(CaseLabel(case_id=case.id, label_id=lid) for lid in added)
-            session.add(
-                CaseAction(
-                    id=new_id(),
-                    case_id=case.id,
-                    kind="labels",
-                    user_id=actor.user_id,
-                    data={"added": sorted(added), "removed": sorted(removed)},
-                    created_at=utcnow(),
-                )
+            _record_action(
+                session,
+                case,
+                "labels",
+                actor,
+                at=utcnow(),
+                data={"added": sorted(added), "removed": sorted(removed)},
             )
             _case_changed(case)
             _emit_case(uow, session, case, ev.CASE_LABELS_CHANGED, labels=sorted(wanted))
@@ -2260,6 +2245,37 @@ def reply_in_case(store: ServiceStore, actor: Actor, case_id: str, text: str) ->
         return _outgoing_views(session, org, [outgoing])[0]
 
 
+def _record_action(
+    session: Session,
+    case: Case,
+    kind: str,
+    actor: Actor,
+    *,
+    at: datetime,
+    note: str | None = None,
+    data: dict[str, Any] | None = None,
+) -> CaseAction:
+    """One line of the case's timeline, written by a user."""
+    action = CaseAction(
+        id=new_id(),
+        case_id=case.id,
+        kind=kind,
+        user_id=actor.user_id,
+        note=note,
+        data=data or {},
+        created_at=at,
+    )
+    session.add(action)
+    return action
+
+
+def _assignee_refs(session: Session, case: Case) -> dict[str, Any]:
+    """The assignee fields of case events, as people references."""
+    partner = session.get(Partner, case.partner_id)
+    user = session.get(User, case.user_id) if case.user_id else None
+    return {"assignee_partner": _person(partner), "assignee_user": _person(user)}
+
+
 def close_case(store: ServiceStore, actor: Actor, case_id: str, note: str) -> CaseView:
     """Close with a final note; case.closed says whether this is the first close (the org may
     start its follow-up flow only then)."""
@@ -2271,27 +2287,14 @@ def close_case(store: ServiceStore, actor: Actor, case_id: str, note: str) -> Ca
         first = is_first_close(case.close_count)
         case.closed_on = now
         case.close_count += 1
-        session.add(
-            CaseAction(
-                id=new_id(),
-                case_id=case.id,
-                kind="close",
-                user_id=actor.user_id,
-                note=note,
-                data={},
-                created_at=now,
-            )
-        )
+        _record_action(session, case, "close", actor, at=now, note=note)
         _case_changed(case)
-        partner = session.get(Partner, case.partner_id)
-        user = session.get(User, case.user_id) if case.user_id else None
         _emit_case(
             uow,
             session,
             case,
             ev.CASE_CLOSED,
-            assignee_partner=_person(partner),
-            assignee_user=_person(user),
+            **_assignee_refs(session, case),
             opened_on=(case.reopened_on or case.opened_on).isoformat(),
             closed_on=now.isoformat(),
             first_close=first,
@@ -2317,27 +2320,14 @@ def reopen_case(
             session.flush()
         except IntegrityError as exc:
             raise Conflict("CONTACT_HAS_OPEN_CASE", "This contact has another open case.") from exc
-        session.add(
-            CaseAction(
-                id=new_id(),
-                case_id=case.id,
-                kind="reopen",
-                user_id=actor.user_id,
-                note=note,
-                data={},
-                created_at=now,
-            )
-        )
+        _record_action(session, case, "reopen", actor, at=now, note=note)
         _case_changed(case)
-        partner = session.get(Partner, case.partner_id)
-        user = session.get(User, case.user_id) if case.user_id else None
         _emit_case(
             uow,
             session,
             case,
             ev.CASE_REOPENED,
-            assignee_partner=_person(partner),
-            assignee_user=_person(user),
+            **_assignee_refs(session, case),
             opened_on=now.isoformat(),
             archived_external_ids=[],
         )
