@@ -52,7 +52,6 @@ JSONType = JSON().with_variant(JSONB(), "postgresql")
 
 # Reusable annotated column types for the typed models of every service.
 uuid_pk = Annotated[str, mapped_column(String(36), primary_key=True, default=new_id)]
-uuid_str = Annotated[str, mapped_column(String(36))]
 created_at = Annotated[datetime, mapped_column(UTCDateTime(), default=utcnow)]
 utc_datetime = Annotated[datetime, mapped_column(UTCDateTime())]
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-# Every variable the settings read, with what it means; the docs and the compose-file check use it.
+# Every variable the settings read, with what it means (the README's table lists the same).
 ENVIRONMENT = {
     "UPARTNERS_DATABASE_URL": "PostgreSQL URL (postgresql+psycopg://...); unset: SQLite files",
     "UPARTNERS_BROKER_URL": "RabbitMQ URL (amqp://user:pass@host:5672/vhost); unset: embedded bus",

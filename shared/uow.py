@@ -6,7 +6,7 @@ events the change causes, and ``uow.commit()``: state, outbox rows and inbox row
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,6 +118,3 @@ class UnitOfWork:
         if self.store.inbox is None:
             raise RuntimeError(f"{self.store.service} consumes no events: it has no inbox")
         return self.store.inbox
-
-
-UnitOfWorkFactory = Callable[..., UnitOfWork]
