@@ -158,6 +158,9 @@ def main() -> None:
             process.wait(timeout=30)
         store.db.drop_schema()
         store.db.dispose()
+        from shared.bus.amqp import delete_topology
+
+        delete_topology(settings)
     print(
         f"\ningest benchmark: {os.cpu_count()} cores, gunicorn gthread "
         f"{env.get('UPARTNERS_WEB_WORKERS', os.cpu_count())} workers x "

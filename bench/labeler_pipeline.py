@@ -30,7 +30,7 @@ from services.labeler.models import Label as LabelRow  # noqa: E402
 from services.labeler.models import Outbox, open_store  # noqa: E402
 from services.labeler.rules import rule_to_json  # noqa: E402
 from shared import events as ev  # noqa: E402
-from shared.bus.amqp import ConfirmingPublisher  # noqa: E402
+from shared.bus.amqp import ConfirmingPublisher, delete_topology  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 
 DATABASE_URL = os.environ.get(
@@ -157,14 +157,7 @@ def run(label_count: int, message_count: int, workers: int) -> tuple[float, floa
     finally:
         store.db.drop_schema()
         store.db.dispose()
-        with __import__("kombu").Connection(BROKER_URL) as conn:
-            from shared.bus import topology
-
-            for spec in topology.QUEUES:
-                conn.default_channel.queue_delete(spec.name(namespace))
-                conn.default_channel.queue_delete(topology.dlq_name(spec.name(namespace)))
-            conn.default_channel.exchange_delete(topology.exchange_name(namespace))
-            conn.default_channel.exchange_delete(topology.dead_letter_exchange(namespace))
+        delete_topology(settings)
 
 
 def main() -> None:

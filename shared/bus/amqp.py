@@ -71,6 +71,18 @@ def declare_topology(
             queue(channel).declare()
 
 
+def delete_topology(settings: Settings, specs: Iterable[QueueSpec] = topology.QUEUES) -> None:
+    """Remove a namespace's queues, DLQs and exchanges (tests and benchmarks clean up with it)."""
+    with kombu_connection(settings) as connection:
+        channel = connection.channel()
+        for spec in specs:
+            name = spec.name(settings.namespace)
+            channel.queue_delete(name)
+            channel.queue_delete(topology.dlq_name(name))
+        channel.exchange_delete(topology.exchange_name(settings.namespace))
+        channel.exchange_delete(topology.dead_letter_exchange(settings.namespace))
+
+
 def kombu_connection(settings: Settings) -> Connection:
     # kombu leaves heartbeats off by default; without them a dead TCP peer goes unnoticed.
     return Connection(settings.broker_url, heartbeat=30, connect_timeout=5)
