@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, jsonify
+from flask import Blueprint, Flask, current_app, jsonify
 from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException
 
@@ -56,3 +56,20 @@ def register_error_handlers(app: Flask) -> None:
     def _unexpected(exc: Exception):
         log.exception("unexpected error")
         return error_response(500, "INTERNAL_ERROR", "Something went wrong on our side.")
+
+
+def health_blueprint() -> Blueprint:
+    """``/healthz`` (the process answers) and ``/readyz`` (its database answers too)."""
+    health = Blueprint("health", __name__)
+
+    @health.get("/healthz")
+    def healthz():
+        return jsonify({"status": "ok"})
+
+    @health.get("/readyz")
+    def readyz():
+        # A database error becomes a 503 through the error handlers.
+        current_app.extensions["upartners.store"].db.ping()
+        return jsonify({"status": "ready"})
+
+    return health

@@ -24,11 +24,10 @@ from services.cases.domain import (
     InvalidCursor,
     NotFound,
 )
-from shared.http import ApiError, error_response
+from shared.http import ApiError, error_response, health_blueprint
 from shared.uow import ServiceStore
 
 bp = Blueprint("cases", __name__, url_prefix="/api/v1")
-health = Blueprint("health", __name__)
 
 PUBLIC_ENDPOINTS = {"cases.openapi_document"}
 
@@ -45,7 +44,7 @@ def register(app: Flask) -> None:
     app.register_error_handler(CasesError, _cases_error)
     app.register_error_handler(InvalidCursor, _cursor_error)
     app.register_blueprint(bp)
-    app.register_blueprint(health)
+    app.register_blueprint(health_blueprint())
 
 
 def _cases_error(exc: CasesError):
@@ -404,18 +403,7 @@ def mark_notification_read(notification_id: str):
     return _answer(handlers.mark_notification_read(_store(), _actor(), notification_id))
 
 
-# --- the document and the probes ----------------------------------------------------------------
+# --- the document --------------------------------------------------------------------------------
 @bp.get("/openapi.json")
 def openapi_document():
     return jsonify(openapi.document())
-
-
-@health.get("/healthz")
-def healthz():
-    return jsonify({"status": "ok"})
-
-
-@health.get("/readyz")
-def readyz():
-    _store().db.ping()  # a database error becomes a 503 through the error handlers
-    return jsonify({"status": "ready"})

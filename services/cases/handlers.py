@@ -1254,22 +1254,12 @@ def list_messages(
             conditions.append(Message.received_at > after)
         if before is not None:
             conditions.append(Message.received_at < before)
-        if cursor:
-            at, last_id = decode_cursor(cursor, datetime, str)
-            conditions.append(
-                or_(Message.received_at < at, and_(Message.received_at == at, Message.id < last_id))
-            )
-        rows = session.scalars(
-            select(Message)
-            .where(*conditions)
-            .order_by(Message.received_at.desc(), Message.id.desc())
-            .limit(limit + 1)
-        ).all()
-        page, more = rows[:limit], len(rows) > limit
+        page, next_cursor = _newest_first(
+            session, Message, Message.received_at, conditions, cursor, limit
+        )
         org = _ensure_org(session, actor.org)
         items = _message_views(session, actor, org, page)
-        last = page[-1] if more else None
-        return Page(items, encode_cursor(last.received_at, last.id) if last else None)
+        return Page(items, next_cursor)
 
 
 def _folder_condition(actor: Actor, folder: str) -> Any:
@@ -1310,24 +1300,12 @@ def _list_sent(store, actor, *, contact, text, after, before, cursor, limit) -> 
             conditions.append(Outgoing.created_at > after)
         if before is not None:
             conditions.append(Outgoing.created_at < before)
-        if cursor:
-            at, last_id = decode_cursor(cursor, datetime, str)
-            conditions.append(
-                or_(
-                    Outgoing.created_at < at, and_(Outgoing.created_at == at, Outgoing.id < last_id)
-                )
-            )
-        rows = session.scalars(
-            select(Outgoing)
-            .where(*conditions)
-            .order_by(Outgoing.created_at.desc(), Outgoing.id.desc())
-            .limit(limit + 1)
-        ).all()
-        page, more = rows[:limit], len(rows) > limit
+        page, next_cursor = _newest_first(
+            session, Outgoing, Outgoing.created_at, conditions, cursor, limit
+        )
         org = _ensure_org(session, actor.org)
         items = _outgoing_views(session, org, page)
-        last = page[-1] if more else None
-        return Page(items, encode_cursor(last.created_at, last.id) if last else None)
+        return Page(items, next_cursor)
 
 
 def message_counts(store: ServiceStore, actor: Actor, *, simulation: bool = False) -> Counts:
@@ -1955,21 +1933,9 @@ def list_cases(
             conditions.append(Case.opened_on > opened_after)
         if opened_before is not None:
             conditions.append(Case.opened_on < opened_before)
-        if cursor:
-            at, last_id = decode_cursor(cursor, datetime, str)
-            conditions.append(
-                or_(Case.opened_on < at, and_(Case.opened_on == at, Case.id < last_id))
-            )
-        rows = session.scalars(
-            select(Case)
-            .where(*conditions)
-            .order_by(Case.opened_on.desc(), Case.id.desc())
-            .limit(limit + 1)
-        ).all()
-        page, more = rows[:limit], len(rows) > limit
+        page, next_cursor = _newest_first(session, Case, Case.opened_on, conditions, cursor, limit)
         items = _case_views(session, actor, _ensure_org(session, actor.org), page)
-        last = page[-1] if more else None
-        return Page(items, encode_cursor(last.opened_on, last.id) if last else None)
+        return Page(items, next_cursor)
 
 
 def get_case(store: ServiceStore, actor: Actor, case_id: str) -> CaseView:
@@ -2045,6 +2011,27 @@ def _case_views(session: Session, actor: Actor, org: Org, cases: Sequence[Case])
 
 
 _TIMELINE_SOURCES = ("incoming", "outgoing", "action")
+
+
+def _newest_first(
+    session: Session,
+    model: Any,
+    at: Any,
+    conditions: list[Any],
+    cursor: str | None,
+    limit: int,
+) -> tuple[list[Any], str | None]:
+    """One page of ``model`` rows, newest first, keyset-paged on (``at``, id); with the cursor
+    of the next page, or None on the last one."""
+    if cursor:
+        last_at, last_id = decode_cursor(cursor, datetime, str)
+        conditions = [*conditions, or_(at < last_at, and_(at == last_at, model.id < last_id))]
+    rows = session.scalars(
+        select(model).where(*conditions).order_by(at.desc(), model.id.desc()).limit(limit + 1)
+    ).all()
+    page = list(rows[:limit])
+    more = len(rows) > limit
+    return page, encode_cursor(getattr(page[-1], at.key), page[-1].id) if more else None
 
 
 def case_timeline(
@@ -2367,21 +2354,9 @@ def list_notifications(
         conditions = [Notification.user_id == actor.user_id]
         if unread:
             conditions.append(Notification.read_at.is_(None))
-        if cursor:
-            at, last_id = decode_cursor(cursor, datetime, str)
-            conditions.append(
-                or_(
-                    Notification.created_at < at,
-                    and_(Notification.created_at == at, Notification.id < last_id),
-                )
-            )
-        rows = session.scalars(
-            select(Notification)
-            .where(*conditions)
-            .order_by(Notification.created_at.desc(), Notification.id.desc())
-            .limit(limit + 1)
-        ).all()
-        page, more = rows[:limit], len(rows) > limit
+        page, next_cursor = _newest_first(
+            session, Notification, Notification.created_at, conditions, cursor, limit
+        )
         people = _user_refs(session, {n.actor_id for n in page})
         items = [
             NotificationView(
@@ -2394,8 +2369,7 @@ def list_notifications(
             )
             for n in page
         ]
-        last = page[-1] if more else None
-        return Page(items, encode_cursor(last.created_at, last.id) if last else None)
+        return Page(items, next_cursor)
 
 
 def mark_notification_read(

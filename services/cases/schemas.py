@@ -15,28 +15,9 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 
 from services.cases.domain import FOLDERS, MESSAGE_ACTIONS, ROLES
 from services.labeler.rules import RuleError, parse_rule
+from shared.text import find_bad_strings, has_forbidden_chars
 
 MAX_PAGE = 200
-
-
-def _bad_string(value: str) -> bool:
-    if "\x00" in value:
-        return True
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:  # an unpaired surrogate, e.g. from a "\ud800" JSON escape
-        return True
-    return False
-
-
-def _find_bad_strings(value: Any) -> bool:
-    if isinstance(value, str):
-        return _bad_string(value)
-    if isinstance(value, dict):
-        return any(_find_bad_strings(k) or _find_bad_strings(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_find_bad_strings(v) for v in value)
-    return False
 
 
 class Text(fields.String):
@@ -53,7 +34,7 @@ class Text(fields.String):
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
         text = super()._deserialize(value, attr, data, **kwargs)
-        if _bad_string(text):
+        if has_forbidden_chars(text):
             raise self.make_error("bad_chars")
         text = text.strip()
         if not text and not self.blank:
@@ -87,7 +68,7 @@ class Rule(fields.List):
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list:
         rule = super()._deserialize(value, attr, data, **kwargs)
-        if _find_bad_strings(rule):
+        if find_bad_strings(rule):
             raise self.make_error("bad_chars")
         try:
             parse_rule(rule)

@@ -46,14 +46,3 @@ def receive_flow_webhook(org: str):
     simulation = request.headers.get("X-Mailroom-Mode", "").strip().lower() == "simulation"
     accepted = handlers.accept_webhook(_store(), org, inbound, raw_body, simulation=simulation)
     return jsonify({"status": "accepted", "message": accepted.message_id})
-
-
-@bp.get("/healthz")
-def healthz():
-    return jsonify({"status": "ok"})
-
-
-@bp.get("/readyz")
-def readyz():
-    _store().db.ping()  # a database error becomes a 503 through the error handlers
-    return jsonify({"status": "ready"})

@@ -53,6 +53,12 @@ from urllib.parse import parse_qs
 from marshmallow import Schema, ValidationError
 
 from services.ingest import schemas
+from shared.text import (
+    BAD_KEY_MESSAGE,
+    BAD_STRING_MESSAGE,
+    find_bad_strings,
+    has_forbidden_chars,
+)
 
 Shape = Literal["editor", "resthook", "upartners", "legacy_form"]
 
@@ -245,7 +251,7 @@ def _parse_json(raw_body: bytes) -> InboundMessage:
         raise InvalidWebhook(
             "The body is not a JSON object.", {BODY_FIELD: ["Must be a JSON object."]}
         )
-    bad = schemas.find_bad_strings(document)
+    bad = find_bad_strings(document)
     if bad:
         raise InvalidWebhook("The body contains forbidden characters.", bad)
     shape = detect_shape(document)
@@ -320,10 +326,10 @@ def _parse_legacy_form(raw_body: bytes, charset: str | None) -> InboundMessage:
         ) from None
     bad: dict[str, list[str]] = {}
     for name, values in parsed.items():
-        if schemas.has_forbidden_chars(name):
-            bad[BODY_FIELD] = [schemas.BAD_KEY_MESSAGE]
-        elif any(schemas.has_forbidden_chars(value) for value in values):
-            bad[name] = [schemas.BAD_STRING_MESSAGE]
+        if has_forbidden_chars(name):
+            bad[BODY_FIELD] = [BAD_KEY_MESSAGE]
+        elif any(has_forbidden_chars(value) for value in values):
+            bad[name] = [BAD_STRING_MESSAGE]
     if bad:
         raise InvalidWebhook("The form contains forbidden characters.", bad)
     form: dict[str, Any] = {name: values[0] for name, values in parsed.items()}

@@ -9,7 +9,6 @@ import pytest
 from kombu import Connection
 from sqlalchemy import func, select
 
-from shared.bus import topology
 from shared.bus.amqp import AmqpWorker, ConfirmingPublisher, declare_topology, kombu_queues
 from shared.bus.dispatch import Subscription, TransientError
 from tests.support import PROBE_QUEUE, Seen, message_received, probe_store, record
@@ -117,4 +116,3 @@ def test_a_transient_failure_is_retried_until_it_works(broker):
     publish((event.id, event.body()))
     assert eventually(lambda: seen() == 1)
     assert len(attempts) == 4 and dlq_depth() == 0
-    assert topology.dlq_name(PROBE_QUEUE.name("x")) == "x.probe.messages.dlq"

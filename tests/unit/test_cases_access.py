@@ -14,16 +14,9 @@ import re
 import pytest
 
 from shared import events as ev
-from tests.cases_helpers import CONTACT_NAME, OTHER_ORG, PHONE, CasesWorld, Person
+from tests.cases_helpers import CONTACT_NAME, OTHER_ORG, PHONE, Person
 
 PUBLIC = {"cases.openapi_document", "health.healthz", "health.readyz", "static"}
-
-
-@pytest.fixture
-def world(settings):
-    world = CasesWorld(settings)
-    yield world
-    world.close()
 
 
 @pytest.fixture

@@ -9,16 +9,8 @@ import pytest
 
 from services.cases.app import create_app
 from services.cases.openapi import OPERATIONS, document
-from tests.cases_helpers import CasesWorld
 
 IGNORED_METHODS = {"HEAD", "OPTIONS"}
-
-
-@pytest.fixture
-def world(settings):
-    world = CasesWorld(settings)
-    yield world
-    world.close()
 
 
 def url_map_operations(app) -> set[tuple[str, str]]:

@@ -11,16 +11,9 @@ from sqlalchemy import update
 from services.cases.models import Case
 from shared import events as ev
 from shared.db import utcnow
-from tests.cases_helpers import CasesWorld, at, flowbridge_event, ids, new_uuid
+from tests.cases_helpers import at, flowbridge_event, ids, new_uuid
 
 CONTACT = "0f025fea-98bb-46bf-a0fe-005db39635cf"
-
-
-@pytest.fixture
-def world(settings):
-    world = CasesWorld(settings)
-    yield world
-    world.close()
 
 
 @pytest.fixture

@@ -13,20 +13,12 @@ from shared import events as ev
 from shared.bus.dispatch import Outcome
 from shared.db import utcnow
 from tests.cases_helpers import (
-    CasesWorld,
     at,
     flowbridge_event,
     ids,
     message_labeled,
     message_received,
 )
-
-
-@pytest.fixture
-def world(settings):
-    world = CasesWorld(settings)
-    yield world
-    world.close()
 
 
 @pytest.fixture

@@ -14,13 +14,6 @@ from shared.auth import hash_secret
 from tests.cases_helpers import ORG, CasesWorld, Person, at, flowbridge_event
 
 
-@pytest.fixture
-def world(settings):
-    world = CasesWorld(settings)
-    yield world
-    world.close()
-
-
 # --- bootstrap and tokens -----------------------------------------------------------------------
 def test_bootstrap_creates_the_org_its_admin_and_announces_the_org(world):
     me = world.ok(world.get(world.admin, "/api/v1/me"))

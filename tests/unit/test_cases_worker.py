@@ -5,21 +5,12 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from services.cases.worker import FLOWBRIDGE_HANDLERS, MESSAGE_HANDLERS
 from shared.bus import topology
 from shared.bus.embedded import EmbeddedBus
 from shared.bus.topology import CASES_DELIVERY, CASES_MESSAGES
 from shared.events import MESSAGE_LABELED, new_event
-from tests.cases_helpers import CasesWorld, ids, message_labeled, message_received
-
-
-@pytest.fixture
-def world(settings):
-    world = CasesWorld(settings)
-    yield world
-    world.close()
+from tests.cases_helpers import ids, message_labeled, message_received
 
 
 def test_every_event_of_the_cases_queues_has_a_handler():
