@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 # Every variable the settings read, with what it means (the README's table lists the same).
@@ -26,6 +26,10 @@ ENVIRONMENT = {
     "UPARTNERS_SIGNATURE_WINDOW": "seconds a signed webhook's timestamp stays valid (default 300)",
     "UPARTNERS_SECRET_CACHE_TTL": "seconds a revoked webhook secret may still work (default 5)",
     "UPARTNERS_LOG_LEVEL": "logging level (default INFO)",
+    "UPARTNERS_LOG_FORMAT": "json (one JSON object per line, the default) or text",
+    "UPARTNERS_OPS_PORT": "port of a worker's or relay's /healthz, /readyz, /metrics (unset: off)",
+    "UPARTNERS_WEB_WORKERS": "gunicorn worker processes per web process (default: CPU count)",
+    "UPARTNERS_WEB_THREADS": "threads per gunicorn worker (default 8)",
 }
 
 
@@ -44,6 +48,10 @@ class Settings:
     signature_window: int = 300
     secret_cache_ttl: float = 5.0
     log_level: str = "INFO"
+    log_format: str = "json"
+    ops_port: int | None = None
+    web_workers: int = field(default_factory=lambda: os.cpu_count() or 2)
+    web_threads: int = 8
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -68,7 +76,15 @@ class Settings:
             signature_window=int(get("UPARTNERS_SIGNATURE_WINDOW") or defaults.signature_window),
             secret_cache_ttl=float(get("UPARTNERS_SECRET_CACHE_TTL") or defaults.secret_cache_ttl),
             log_level=get("UPARTNERS_LOG_LEVEL") or defaults.log_level,
+            log_format=get("UPARTNERS_LOG_FORMAT") or defaults.log_format,
+            ops_port=int(port) if (port := get("UPARTNERS_OPS_PORT")) else None,
+            web_workers=int(get("UPARTNERS_WEB_WORKERS") or defaults.web_workers),
+            web_threads=int(get("UPARTNERS_WEB_THREADS") or defaults.web_threads),
         )
+
+    def __post_init__(self) -> None:
+        if self.log_format not in ("json", "text"):
+            raise ValueError(f"UPARTNERS_LOG_FORMAT must be json or text, not {self.log_format!r}")
 
     def with_(self, **changes: object) -> Settings:
         return replace(self, **changes)
