@@ -69,6 +69,7 @@ class Database:
                 pool_size=pool_size,
                 max_overflow=pool_size,
                 connect_args={"options": f"-csearch_path={self.schema}", "connect_timeout": 5},
+                hide_parameters=True,  # errors end up in logs: keep message text and URNs out
             )
         else:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -120,7 +121,9 @@ class Database:
 
 def sqlite_engine(path: Path) -> Engine:
     engine = create_engine(
-        f"sqlite:///{path}", connect_args={"check_same_thread": False, "timeout": 30}
+        f"sqlite:///{path}",
+        connect_args={"check_same_thread": False, "timeout": 30},
+        hide_parameters=True,  # errors end up in logs: keep message text and URNs out
     )
 
     @event.listens_for(engine, "connect")

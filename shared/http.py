@@ -1,12 +1,16 @@
 """One JSON error shape for every HTTP service:
-``{"error": CODE, "message": ..., "fields": {...}}``."""
+``{"error": CODE, "message": ..., "fields": {...}}``; the probes; and ``instrument``, which gives
+a web app its request metrics, request ids in logs and answers, and ``/metrics``."""
 
 from __future__ import annotations
 
 import logging
+import re
+import time
+import uuid
 from typing import Any
 
-from flask import Blueprint, Flask, current_app, jsonify
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException
 
@@ -73,3 +77,52 @@ def health_blueprint() -> Blueprint:
         return jsonify({"status": "ready"})
 
     return health
+
+
+# --- observability ------------------------------------------------------------------------------
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def request_id(presented: str | None) -> str:
+    """The caller's ``X-Request-ID`` when it is a short safe token, else a new one."""
+    if presented and REQUEST_ID.match(presented):
+        return presented
+    return uuid.uuid4().hex
+
+
+def instrument(app: Flask, service: str) -> None:
+    """Request metrics by url rule and status, a request id in the logs and in the answer
+    (``X-Request-ID``), and ``/metrics``. Call it in ``create_app`` before the blueprints."""
+    from shared import logs, metrics
+
+    @app.before_request
+    def _start() -> None:
+        g.upartners_started = time.perf_counter()
+        g.upartners_request_id = request_id(request.headers.get("X-Request-ID"))
+        g.upartners_log_token = logs.push_context(correlation_id=g.upartners_request_id)
+
+    @app.after_request
+    def _finish(response: Response) -> Response:
+        rule = request.url_rule.rule if request.url_rule is not None else metrics.UNMATCHED
+        method = request.method if request.method in METHODS else "other"
+        started = g.get("upartners_started")
+        metrics.HTTP_REQUESTS.labels(service, rule, method, str(response.status_code)).inc()
+        if started is not None:
+            metrics.HTTP_DURATION.labels(service, rule, method).observe(
+                time.perf_counter() - started
+            )
+        if "upartners_request_id" in g:
+            response.headers["X-Request-ID"] = g.upartners_request_id
+        return response
+
+    @app.teardown_request
+    def _forget(_exc: BaseException | None) -> None:
+        token = g.pop("upartners_log_token", None)
+        if token is not None:
+            logs.pop_context(token)
+
+    @app.get("/metrics", endpoint="metrics")
+    def metrics_exposition() -> Response:
+        body, content_type = metrics.exposition()
+        return Response(body, content_type=content_type)

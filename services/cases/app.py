@@ -6,7 +6,7 @@ from flask import Flask
 
 from services.cases import api
 from services.cases.models import open_store
-from shared.http import register_error_handlers
+from shared.http import instrument, register_error_handlers
 from shared.settings import Settings
 from shared.uow import ServiceStore
 
@@ -21,5 +21,6 @@ def create_app(settings: Settings | None = None, store: ServiceStore | None = No
     app.json.sort_keys = False  # keep the views' field order: id first
     app.extensions["upartners.store"] = store or open_store(settings)
     register_error_handlers(app)
+    instrument(app, "cases")
     api.register(app)
     return app

@@ -320,6 +320,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("get", "/api/v1/openapi.json", "This document (no token needed).", "anyone"),
     Operation("get", "/healthz", "The process is alive.", "anyone"),
     Operation("get", "/readyz", "The process can reach its database.", "anyone"),
+    Operation("get", "/metrics", "Prometheus metrics (text exposition format).", "anyone"),
 )
 
 ERROR = {

@@ -31,6 +31,8 @@ from urllib.parse import urlsplit
 
 import requests
 
+from shared import metrics
+
 logger = logging.getLogger(__name__)
 
 #: RapidPro refuses list fields with more items than this.
@@ -327,19 +329,24 @@ class RapidProClient:
         url = endpoint_or_url
         if "://" not in url:
             url = f"{self._api}{endpoint_or_url}.json"
-        what = f"{method} {urlsplit(url).path}"
+        path = urlsplit(url).path
+        what = f"{method} {path}"
+        endpoint = metrics.flow_engine_endpoint(path)
         headers = {"Authorization": f"Token {self.__token}", "Accept": "application/json"}
         problem = ""
         for attempt in range(1, self._max_attempts + 1):
+            started = time.perf_counter()
             try:
                 response = self._session.request(
                     method, url, params=params, json=payload, headers=headers, timeout=self._timeout
                 )
             except requests.RequestException as exc:
+                metrics.record_flow_engine_call(endpoint, "error", time.perf_counter() - started)
                 problem = f"network error: {type(exc).__name__}: {exc}"
                 wait = self._backoff_delay(attempt)
             else:
                 status = response.status_code
+                metrics.record_flow_engine_call(endpoint, status, time.perf_counter() - started)
                 if status < 300:
                     self._check_json(response, what)
                     return response

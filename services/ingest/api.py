@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+
 from flask import Blueprint, current_app, jsonify, request
 
 from services.ingest import handlers
 from services.ingest.domain import InvalidWebhook, parse_webhook
 from services.ingest.handlers import Credentials
 from shared.http import ApiError
+from shared.logs import log_context
 from shared.uow import ServiceStore
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("ingest", __name__)
 
@@ -45,4 +50,12 @@ def receive_flow_webhook(org: str):
         raise ApiError(400, "INVALID_WEBHOOK", str(exc), exc.fields) from exc
     simulation = request.headers.get("X-Mailroom-Mode", "").strip().lower() == "simulation"
     accepted = handlers.accept_webhook(_store(), org, inbound, raw_body, simulation=simulation)
+    # The message id is the correlation id of every event this message causes.
+    with log_context(correlation_id=accepted.message_id):
+        log.debug(
+            "accepted a webhook for %s as message %s%s",
+            org,
+            accepted.message_id,
+            " (repeated delivery)" if accepted.duplicate else "",
+        )
     return jsonify({"status": "accepted", "message": accepted.message_id})

@@ -6,7 +6,7 @@ from flask import Flask
 
 from services.ingest import api, handlers
 from services.ingest.models import open_store
-from shared.http import health_blueprint, register_error_handlers
+from shared.http import health_blueprint, instrument, register_error_handlers
 from shared.settings import Settings
 from shared.uow import ServiceStore
 
@@ -20,6 +20,7 @@ def create_app(settings: Settings | None = None, store: ServiceStore | None = No
     app.extensions["upartners.store"] = store
     app.extensions["upartners.secrets"] = handlers.SecretCache(store, settings.secret_cache_ttl)
     register_error_handlers(app)
+    instrument(app, "ingest")
     app.register_blueprint(api.bp)
     app.register_blueprint(health_blueprint())
     return app

@@ -17,6 +17,7 @@ from sqlalchemy import exc as sa_exc
 
 from shared.bus.topology import QueueSpec
 from shared.events import BadEvent, Envelope, read_event
+from shared.logs import log_context
 from shared.uow import ServiceStore, UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -73,12 +74,35 @@ def dispatch(
     if handler is None:
         log.error("no handler for %s on %s", envelope.name, subscription.queue.consumer)
         return Outcome.DEAD
+    with _context_of(envelope):
+        return _handle_with_retries(
+            subscription, handler, envelope, in_place_budget, sleep, should_stop
+        )
 
+
+def _context_of(envelope: Envelope):
+    """Log records while handling an event carry its correlation id, id and name."""
+    return log_context(
+        correlation_id=envelope.correlation_id, event_id=envelope.id, event=envelope.name
+    )
+
+
+def _handle_with_retries(
+    subscription: Subscription,
+    handler: Handler,
+    envelope: Envelope,
+    in_place_budget: float,
+    sleep: Callable[[float], None],
+    should_stop: Callable[[], bool],
+) -> Outcome:
     deadline = time.monotonic() + in_place_budget
     attempt = 0
     while True:
         try:
-            return _handle_once(subscription, handler, envelope)
+            outcome = _handle_once(subscription, handler, envelope)
+            consumer = subscription.queue.consumer
+            log.debug("handled %s %s on %s", envelope.name, envelope.id, consumer)
+            return outcome
         except PermanentError as exc:
             log.error("dead-lettering %s %s: %s", envelope.name, envelope.id, exc)
             return Outcome.DEAD
@@ -128,8 +152,13 @@ def dispatch_batch(subscription: Subscription, bodies: list[Any], **options: Any
                 done.add(envelope.id)
                 uow.cause, uow.correlation_id = envelope, envelope.correlation_id
                 uow.mark_processed(consumer, envelope.id)
-                handler(uow, envelope)
+                with _context_of(envelope):
+                    handler(uow, envelope)
             uow.commit()
+        if log.isEnabledFor(logging.DEBUG):
+            for envelope in envelopes:
+                with _context_of(envelope):
+                    log.debug("handled %s %s on %s", envelope.name, envelope.id, consumer)
         return [Outcome.ACK] * len(bodies)
     except Exception as exc:  # noqa: BLE001 (each event gets its own verdict below)
         log.info(

@@ -16,7 +16,7 @@ import pytest
 from shared import events as ev
 from tests.cases_helpers import CONTACT_NAME, OTHER_ORG, PHONE, Person
 
-PUBLIC = {"cases.openapi_document", "health.healthz", "health.readyz", "static"}
+PUBLIC = {"cases.openapi_document", "health.healthz", "health.readyz", "metrics", "static"}
 
 
 @pytest.fixture
