@@ -3,6 +3,12 @@
 Starts the web processes (gunicorn), one worker per consuming service, one relay per service,
 and optionally the contract fake of the flow engine; stops them all (SIGTERM, by process id)
 when interrupted or when one of them dies. The end-to-end tests start the same processes.
+
+Ports, counted from ``base_port``: ingest +0, cases +1, the fake flow engine +2; then each
+worker's and relay's ops port (``/healthz``, ``/readyz``, ``/metrics``, passed to that process
+alone as UPARTNERS_OPS_PORT): worker-labeler +3, worker-flowbridge +4, worker-cases +5,
+relay-ingest +6, relay-labeler +7, relay-flowbridge +8, relay-cases +9. Ten ports in all
+(``PORTS``), whichever processes run.
 """
 
 from __future__ import annotations
@@ -20,6 +26,19 @@ from pathlib import Path
 from shared.settings import Settings
 
 WEB_SERVICES = ("ingest", "cases")
+OFFSETS = {
+    "ingest": 0,
+    "cases": 1,
+    "fake": 2,
+    "worker-labeler": 3,
+    "worker-flowbridge": 4,
+    "worker-cases": 5,
+    "relay-ingest": 6,
+    "relay-labeler": 7,
+    "relay-flowbridge": 8,
+    "relay-cases": 9,
+}
+PORTS = len(OFFSETS)
 
 
 @dataclass
@@ -31,12 +50,28 @@ class Stack:
     with_fake: bool = False
     log_dir: Path | None = None
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    # Variables for every process on top of the settings' (e.g. UPARTNERS_LOG_LEVEL).
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     def port_of(self, name: str) -> int:
-        return self.base_port + {"ingest": 0, "cases": 1, "fake": 2}[name]
+        """The port of a web service ("ingest", "cases"), "fake", or a worker's or relay's
+        ops server ("worker-labeler", "relay-ingest", ...)."""
+        return self.base_port + OFFSETS[name]
 
     def url_of(self, name: str) -> str:
         return f"http://127.0.0.1:{self.port_of(name)}"
+
+    def ops_url_of(self, name: str) -> str:
+        """``/healthz``, ``/readyz``, ``/metrics`` of a worker or relay, e.g. "worker-labeler"."""
+        if not name.startswith(("worker-", "relay-")):
+            raise ValueError(f"{name} has no ops server (web processes answer on their port)")
+        return self.url_of(name)
+
+    def process_environment(self, name: str) -> dict[str, str]:
+        """What one process gets on top of ``environment()``: a worker's or relay's ops port."""
+        if name.startswith(("worker-", "relay-")):
+            return {"UPARTNERS_OPS_PORT": str(self.port_of(name))}
+        return {}
 
     def commands(self) -> dict[str, list[str]]:
         cli = [sys.executable, "-m", "services.cli"]
@@ -71,6 +106,8 @@ class Stack:
                 "UPARTNERS_WEB_WORKERS": env.get("UPARTNERS_WEB_WORKERS", "2"),
             }
         )
+        env.pop("UPARTNERS_OPS_PORT", None)  # one per process (process_environment), never shared
+        env.update(self.extra_env)
         return env
 
     def start(self, timeout: float = 60.0) -> None:
@@ -79,17 +116,10 @@ class Stack:
         migrate(self.settings, tuple(self.services))  # once, before the processes race to it
         env = self.environment()
         for name, command in self.commands().items():
-            output = subprocess.DEVNULL
-            if self.log_dir is not None:
-                self.log_dir.mkdir(parents=True, exist_ok=True)
-                output = (self.log_dir / f"{name}.log").open("ab")
-            self.processes[name] = subprocess.Popen(
-                command, env=env, stdout=output, stderr=subprocess.STDOUT
-            )
-            if output is not subprocess.DEVNULL:
-                output.close()  # the child has its own copy
+            self._spawn(name, command, env)
         ports = [self.port_of(s) for s in WEB_SERVICES if s in self.services]
         ports += [self.port_of("fake")] if self.with_fake else []
+        ports += [self.port_of(name) for name in self.processes if self.process_environment(name)]
         deadline = time.monotonic() + timeout
         for port in ports:
             while not _answers(port):
@@ -98,8 +128,34 @@ class Stack:
                     raise RuntimeError(f"the stack did not start (port {port}); see logs")
                 time.sleep(0.1)
 
+    def _spawn(self, name: str, command: list[str], env: dict[str, str]) -> None:
+        output = subprocess.DEVNULL
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            output = (self.log_dir / f"{name}.log").open("ab")
+        self.processes[name] = subprocess.Popen(
+            command,
+            env={**env, **self.process_environment(name)},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+        if output is not subprocess.DEVNULL:
+            output.close()  # the child has its own copy
+
     def dead(self) -> list[str]:
         return [name for name, p in self.processes.items() if p.poll() is not None]
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one process (a crash: no cleanup at all); the fault tests use it."""
+        process = self.processes[name]
+        process.kill()
+        process.wait()
+
+    def restart(self, name: str) -> None:
+        """Start one process again with its command, as a supervisor would after a crash."""
+        if self.processes[name].poll() is None:
+            raise RuntimeError(f"{name} is still running")
+        self._spawn(name, self.commands()[name], self.environment())
 
     def stop(self, timeout: float = 30.0) -> None:
         for process in self.processes.values():
@@ -125,7 +181,8 @@ class Stack:
         signal.signal(signal.SIGINT, on_signal)
         self.start()
         for name, command in self.commands().items():
-            print(f"{name:<18} pid {self.processes[name].pid:<7} {' '.join(command[1:])}")
+            ops = f" (ops :{self.port_of(name)})" if self.process_environment(name) else ""
+            print(f"{name:<18} pid {self.processes[name].pid:<7} {' '.join(command[1:])}{ops}")
         try:
             while not stopping:
                 if dead := self.dead():

@@ -18,6 +18,7 @@ from typing import Protocol
 from sqlalchemy import delete, select, update
 from sqlalchemy import exc as sa_exc
 
+from shared import metrics
 from shared.bus.dispatch import backoff
 from shared.db import utcnow
 from shared.uow import ServiceStore
@@ -48,6 +49,9 @@ class Relay:
         self.retention = retention
         self.should_stop = False
         self.published = 0
+        # For the ops server (shared/ops.py): liveness, and why the last attempt failed.
+        self.last_beat = time.monotonic()
+        self.failing: str | None = None
 
     def relay_once(self) -> int:
         """Publish one batch of unpublished rows; return how many were confirmed."""
@@ -75,6 +79,7 @@ class Relay:
                     .values(published_at=utcnow())
                 )
         self.published += len(positions)
+        metrics.EVENTS_PUBLISHED.labels(self.store.service).inc(len(positions))
         return len(positions)
 
     def purge_published(self) -> int:
@@ -92,15 +97,19 @@ class Relay:
         next_purge = time.monotonic()
         try:
             while not self.should_stop:
+                self.last_beat = time.monotonic()
                 try:
                     count = self.relay_once()
                     if time.monotonic() >= next_purge:
                         self.purge_published()
                         next_purge = time.monotonic() + 3600
-                    failures = 0
+                    failures, self.failing = 0, None
                 except (BrokerUnavailable, sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
+                    self.failing = type(exc).__name__
                     failures += 1
-                    wait = backoff(failures, cap=10.0)
+                    # At most 3 s apart: events reach consumers within seconds of the broker's or
+                    # the database's return (a failed attempt costs one refused connection).
+                    wait = backoff(failures, cap=3.0)
                     log.warning(
                         "relay %s: %s; retrying in %.1fs",
                         self.store.service,

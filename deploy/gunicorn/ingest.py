@@ -4,13 +4,17 @@ Threads rather than processes alone: a webhook spends most of its time waiting o
 commit, and threads share one connection pool per process.
 """
 
-import multiprocessing
-import os
+from shared.gunicorn_hooks import child_exit, on_exit  # noqa: F401 (gunicorn reads them)
+from shared.gunicorn_worker import when_ready  # noqa: F401 (SIGTERM: stop listening first)
+from shared.logs import gunicorn_logconfig
+from shared.settings import Settings
 
-bind = os.environ.get("UPARTNERS_BIND", "0.0.0.0:8000")
-workers = int(os.environ.get("UPARTNERS_WEB_WORKERS", multiprocessing.cpu_count()))
-worker_class = "gthread"
-threads = int(os.environ.get("UPARTNERS_WEB_THREADS", "8"))
+# The address comes from `upartners web --bind`. Workers and threads: UPARTNERS_WEB_WORKERS,
+# UPARTNERS_WEB_THREADS (shared/settings.py).
+_settings = Settings.from_env()
+workers = _settings.web_workers
+worker_class = "shared.gunicorn_worker.DrainingThreadWorker"  # gthread, drained on SIGTERM
+threads = _settings.web_threads
 # The flow engine gives up after 15 s; a request that takes longer is lost to it anyway.
 timeout = 15
 graceful_timeout = 20  # SIGTERM: finish the requests in flight, then stop
@@ -19,3 +23,10 @@ max_requests = 10000
 max_requests_jitter = 1000
 accesslog = None  # webhook URLs may carry ?token=: never write them to an access log
 errorlog = "-"
+# gunicorn's own log lines through the same JSON handler as the app's (shared/logs.py); its
+# logger class also drops access lines, which a logconfig_dict would otherwise turn on.
+proc_name = "web-ingest"
+logconfig_dict = gunicorn_logconfig(_settings, "web-ingest")
+logger_class = "shared.gunicorn_hooks.Logger"
+# child_exit and on_exit: prometheus-client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR, set
+# by `upartners web`) sums every worker's metrics on /metrics.

@@ -8,10 +8,11 @@ owns reconnection; acknowledgement comes only after the handler's transaction co
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import amqp.exceptions
@@ -21,6 +22,7 @@ from kombu import Connection, Exchange, Queue, binding
 from kombu.mixins import ConsumerMixin
 from pika.spec import Basic
 
+from shared import metrics
 from shared.bus import topology
 from shared.bus.dispatch import Outcome, Subscription, backoff, dispatch_batch
 from shared.bus.topology import QueueSpec
@@ -269,6 +271,32 @@ class AmqpWorker(ConsumerMixin):
         self.batch = max(1, min(batch, settings.prefetch))
         self.handled = 0
         self._pending: dict[str, list[tuple[Any, Any]]] = {}
+        self.last_beat = time.monotonic()  # the ops server's liveness (shared/ops.py)
+        self._live: Connection | None = None  # the consuming connection (a clone of ours)
+
+    @property
+    def broker_connected(self) -> bool:
+        """For /readyz, read from another thread: the consuming connection is up."""
+        live = self._live
+        return live is not None and bool(live.connected)
+
+    def on_connection_error(self, exc: Exception, interval: float) -> None:
+        self.last_beat = time.monotonic()  # reconnecting is alive, not stuck
+        super().on_connection_error(exc, interval)
+
+    @contextlib.contextmanager
+    def establish_connection(self) -> Iterator[Connection]:
+        # kombu waits 2, 4, 6 ... up to 30 s between attempts: after a long broker outage the
+        # worker would sit idle for up to 30 s with the broker back. Every 1 s, at most 3 s.
+        with self.create_connection() as connection:
+            connection.ensure_connection(
+                self.on_connection_error,
+                self.connect_max_retries,
+                interval_start=1,
+                interval_step=1,
+                interval_max=3,
+            )
+            yield connection
 
     def get_consumers(self, Consumer: Any, channel: Any) -> list[Any]:  # noqa: N803 (kombu's name)
         specs = [s.queue for s in self.subscriptions]
@@ -277,6 +305,7 @@ class AmqpWorker(ConsumerMixin):
             Consumer(
                 queues=[kombu_queues(self.settings, sub.queue)[0]],
                 callbacks=[functools.partial(self._on_message, sub)],
+                on_decode_error=functools.partial(self._on_undecodable, sub.queue.consumer),
                 accept=["json"],
                 prefetch_count=self.settings.prefetch,
             )
@@ -293,8 +322,10 @@ class AmqpWorker(ConsumerMixin):
         """kombu's loop, changed to flush the pending batch as soon as no message is waiting."""
         with self.consumer_context(**kwargs) as (conn, _channel, _consumers):
             self._pending = {}
+            self._live = conn
             try:
                 while not self.should_stop:
+                    self.last_beat = time.monotonic()
                     try:
                         conn.drain_events(timeout=0 if self._has_pending() else safety_interval)
                     except TimeoutError:
@@ -306,6 +337,7 @@ class AmqpWorker(ConsumerMixin):
             finally:
                 # Unacked messages go back to the queue when the channel closes; handle the
                 # ones in hand first so that a SIGTERM finishes the work it started.
+                self._live = None
                 if self._has_pending():
                     self._flush_all()
 
@@ -316,6 +348,10 @@ class AmqpWorker(ConsumerMixin):
         # Not JSON, or not decodable: it will never succeed. (kombu's default acks it: lost.)
         log.error("dead-lettering an undecodable message: %s", exc)
         message.reject(requeue=False)
+
+    def _on_undecodable(self, queue: str, message: Any, exc: Exception) -> None:
+        metrics.record_outcome(queue, "dead")
+        self.on_decode_error(message, exc)
 
     def _on_message(self, subscription: Subscription, body: Any, message: Any) -> None:
         pending = self._pending.setdefault(subscription.queue.consumer, [])
@@ -334,10 +370,21 @@ class AmqpWorker(ConsumerMixin):
         outcomes = dispatch_batch(
             subscription, [body for body, _ in pending], should_stop=lambda: self.should_stop
         )
-        for (_, message), outcome in zip(pending, outcomes, strict=True):
-            self._settle(message, outcome)
+        if all(outcome is Outcome.ACK for outcome in outcomes) and not self._has_pending():
+            # One ack for the batch: 50 single acks sent just before a SIGTERM's channel close
+            # were not all applied by the quorum queue (its channel holds settlements back past
+            # a window of pending commands), and handled messages came back. ``multiple`` is
+            # safe: every message delivered on this channel up to the batch's last is in it.
+            self.last_beat = time.monotonic()
+            pending[-1][1].ack(multiple=True)
+            self.handled += len(pending)
+        else:
+            for (_, message), outcome in zip(pending, outcomes, strict=True):
+                self._settle(message, outcome)
+        metrics.record_outcomes(subscription.queue.consumer, outcomes)
 
     def _settle(self, message: Any, outcome: Outcome) -> None:
+        self.last_beat = time.monotonic()
         if outcome is Outcome.ACK:
             message.ack()
             self.handled += 1

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from shared import metrics
 from shared.bus import topology
 from shared.bus.dispatch import Outcome, Subscription, backoff, dispatch
 from shared.bus.topology import QueueSpec
@@ -129,6 +130,7 @@ class EmbeddedBus:
         if outcome is Outcome.ACK:
             conn.execute("DELETE FROM deliveries WHERE id = ?", (row_id,))
         elif outcome is Outcome.DEAD or deliveries >= self.delivery_limit:
+            outcome = Outcome.DEAD
             conn.execute(
                 "UPDATE deliveries SET queue = ?, visible_at = ? WHERE id = ?",
                 (topology.dlq_name(queue), time.time(), row_id),
@@ -138,6 +140,7 @@ class EmbeddedBus:
                 "UPDATE deliveries SET visible_at = ? WHERE id = ?",
                 (time.time() + backoff(deliveries), row_id),
             )
+        metrics.record_outcome(subscription.queue.consumer, outcome.value)
         return True
 
     def wait_for_messages(self, timeout: float) -> None:
@@ -152,6 +155,39 @@ class EmbeddedBus:
         )
         return int(row[0])
 
+    # dead letters (shared.bus.dlq): a dead row is the same row, moved to ``<queue>.dlq``
+    def dead_letters(self, queue: str, limit: int) -> list[tuple[str, bytes, int, float]]:
+        """Up to ``limit`` of a queue's dead messages, oldest first, left in place:
+        (message id, body, deliveries before death, when it died)."""
+        return (
+            self._connect()
+            .execute(
+                "SELECT message_id, body, deliveries, visible_at FROM deliveries"
+                " WHERE queue = ? ORDER BY id LIMIT ?",
+                (topology.dlq_name(queue), limit),
+            )
+            .fetchall()
+        )
+
+    def replay_dead(self, queue: str, limit: int | None = None) -> int:
+        """Move dead messages back to their queue with a fresh delivery count, in one
+        transaction (so a replay is bounded to what was dead when it started)."""
+        cursor = self._connect().execute(
+            "UPDATE deliveries SET queue = ?, deliveries = 0, visible_at = ? WHERE id IN ("
+            " SELECT id FROM deliveries WHERE queue = ? ORDER BY id LIMIT ?)",
+            (queue, time.time(), topology.dlq_name(queue), -1 if limit is None else limit),
+        )
+        if cursor.rowcount:
+            with self._published:
+                self._published.notify_all()
+        return cursor.rowcount
+
+    def purge_dead(self, queue: str) -> int:
+        cursor = self._connect().execute(
+            "DELETE FROM deliveries WHERE queue = ?", (topology.dlq_name(queue),)
+        )
+        return cursor.rowcount
+
 
 class EmbeddedWorker:
     """Consumes subscriptions from the embedded bus until stopped (one thread)."""
@@ -160,10 +196,12 @@ class EmbeddedWorker:
         self.bus = bus
         self.subscriptions = subscriptions
         self.should_stop = False
+        self.last_beat = time.monotonic()  # the ops server's liveness (shared/ops.py)
 
     def run(self) -> None:
         try:
             while not self.should_stop:
+                self.last_beat = time.monotonic()
                 handled = False
                 for subscription in self.subscriptions:
                     handled |= self.bus.consume_one(subscription, lambda: self.should_stop)
