@@ -14,6 +14,11 @@ Test-only control endpoints live under ``/_fake/`` (never under ``/api/v2``): cr
 their contacts, groups, flows, labels and messages; read the state and a request log; inject
 faults; set the rate limit and page size; reset; and emit a webhook in one of four body shapes
 (see :mod:`fakes.rapidpro.webhooks`). ``docs`` for them: the ``_control_*`` functions below.
+
+State lives in memory. With a ``state_file`` (``upartners run`` gives it one in its data folder)
+the workspaces are also written to that JSON file after every request that may change them and
+read back at the next start, so the demo's contacts keep their groups across a restart; the
+request log, injected faults and rate-limit counters are not kept.
 """
 
 from __future__ import annotations
@@ -21,17 +26,18 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
-import itertools
 import json
 import math
+import os
 import re
 import threading
 import time
 import uuid as uuidlib
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -288,14 +294,19 @@ class FakeState:
         self.clock = clock
         self.workspaces: dict[str, Workspace] = {}
         self.request_log: deque[dict[str, Any]] = deque(maxlen=REQUEST_LOG_SIZE)
-        self._seq = itertools.count(1)
-        self._ids: dict[str, itertools.count[int]] = {}
+        # The last number handed out: plain counters, so a state file can carry them on.
+        self.last_seq = 0
+        self.last_ids: dict[str, int] = {}
 
     def next_seq(self) -> int:
-        return next(self._seq)
+        with self.lock:
+            self.last_seq += 1
+            return self.last_seq
 
     def next_id(self, kind: str) -> int:
-        return next(self._ids.setdefault(kind, itertools.count(1)))
+        with self.lock:
+            self.last_ids[kind] = self.last_ids.get(kind, 0) + 1
+            return self.last_ids[kind]
 
     def by_token(self, token: str) -> Workspace | None:
         for ws in self.workspaces.values():
@@ -567,6 +578,90 @@ def _new_message(
     )
     ws.messages[message.id] = message
     return message
+
+
+# ---------------------------------------------------------------------------------------------
+# The optional state file
+# ---------------------------------------------------------------------------------------------
+
+STATE_FILE_VERSION = 1
+
+
+def dump_state(state: FakeState) -> dict[str, Any]:
+    """The workspaces and id counters as JSON-ready data (see :func:`restore_state`)."""
+    with state.lock:
+        return {
+            "version": STATE_FILE_VERSION,
+            "last_seq": state.last_seq,
+            "last_ids": dict(state.last_ids),
+            "workspaces": [_dump_workspace(ws) for ws in state.workspaces.values()],
+        }
+
+
+def _dump_workspace(ws: Workspace) -> dict[str, Any]:
+    return {
+        "name": ws.name,
+        "token": ws.token,
+        "uuid": ws.uuid,
+        "page_size": ws.page_size,
+        "anon": ws.anon,
+        "channel": dict(ws.channel),
+        "rate_limit": list(ws.rate_limit) if ws.rate_limit else None,
+        "contacts": [asdict(c) for c in ws.contacts.values()],
+        "groups": [{**asdict(g), "members": sorted(g.members)} for g in ws.groups.values()],
+        "flows": [asdict(f) for f in ws.flows.values()],
+        "labels": [asdict(label) for label in ws.labels.values()],
+        "messages": [asdict(m) for m in ws.messages.values()],
+        "flow_starts": [asdict(s) for s in ws.flow_starts],
+        "broadcasts": [asdict(b) for b in ws.broadcasts],
+        "runs": [
+            {"contact": contact, "flow": flow, **asdict(run)}
+            for (contact, flow), run in ws.runs.items()
+        ],
+    }
+
+
+def restore_state(state: FakeState, data: dict[str, Any]) -> None:
+    """Replace the state's workspaces and counters with those of :func:`dump_state`'s data."""
+    if data.get("version") != STATE_FILE_VERSION:
+        raise ValueError(f"unknown state file version {data.get('version')!r}")
+    with state.lock:
+        state.workspaces.clear()
+        for spec in data["workspaces"]:
+            ws = Workspace(
+                name=spec["name"],
+                token=spec["token"],
+                uuid=spec["uuid"],
+                page_size=spec["page_size"],
+                anon=spec["anon"],
+                channel=spec["channel"],
+                rate_limit=tuple(spec["rate_limit"]) if spec["rate_limit"] else None,
+            )
+            ws.contacts = {c["uuid"]: _Contact(**c) for c in spec["contacts"]}
+            ws.groups = {
+                g["uuid"]: _Group(**{**g, "members": set(g["members"])}) for g in spec["groups"]
+            }
+            ws.flows = {f["uuid"]: _Flow(**f) for f in spec["flows"]}
+            ws.labels = {label["uuid"]: _Label(**label) for label in spec["labels"]}
+            ws.messages = {m["id"]: _Message(**m) for m in spec["messages"]}
+            ws.flow_starts = [_FlowStart(**s) for s in spec["flow_starts"]]
+            ws.broadcasts = [_Broadcast(**b) for b in spec["broadcasts"]]
+            for run in spec["runs"]:
+                key = (run.pop("contact"), run.pop("flow"))
+                ws.runs[key] = _Run(**run)
+            state.workspaces[ws.name] = ws
+        state.last_seq = data["last_seq"]
+        state.last_ids = dict(data["last_ids"])
+
+
+def save_state(state: FakeState, path: Path) -> None:
+    """Write the state file whole, then rename it into place: a crash leaves the old one."""
+    with state.lock:  # one writer at a time, and a consistent snapshot
+        text = json.dumps(dump_state(state), separators=(",", ":"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1800,19 +1895,34 @@ def create_app(
     page_size: int = DEFAULT_PAGE_SIZE,
     clock: Callable[[], float] = time.monotonic,
     state: FakeState | None = None,
+    state_file: Path | None = None,
 ) -> Flask:
     """Build the contract fake's Flask app.
 
     ``page_size`` is the default for new workspaces; ``clock`` (seconds, monotonic) drives the
-    rate limiter, so tests can share a fake clock with the client's ``sleep``.
+    rate limiter, so tests can share a fake clock with the client's ``sleep``. With a
+    ``state_file`` that exists, the workspaces are read from it instead of seeded, and every
+    request that may change them writes it again.
     """
     state = state or FakeState(page_size=page_size, clock=clock)
-    if seed is not None:
+    if state_file is not None and state_file.exists():
+        restore_state(state, json.loads(state_file.read_text(encoding="utf-8")))
+    elif seed is not None:
         if seed not in SEEDS:
             raise ValueError(f"unknown seed {seed!r}; known: {', '.join(SEEDS)}")
         load_workspace(state, SEEDS[seed]())
+    if state_file is not None:
+        save_state(state, state_file)
     app = Flask(__name__)
     app.extensions["rapidpro_fake"] = state
+
+    if state_file is not None:
+
+        @app.after_request
+        def keep(response: Response) -> Response:
+            if request.method not in ("GET", "HEAD", "OPTIONS"):
+                save_state(state, state_file)
+            return response
 
     @app.route("/api/v2/<path:name>", methods=["GET", "POST", "DELETE", "PUT", "PATCH"])
     def api(name: str) -> Response:

@@ -28,7 +28,7 @@ def start(data_dir: Path, port: int, log: Path) -> subprocess.Popen:
     env.pop("UPARTNERS_BROKER_URL", None)
     with log.open("a") as out:  # the child keeps its own copy of the descriptor
         process = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "run", "--port", str(port)],
+            [sys.executable, "-m", "services.cli", "run", "--port", str(port), "--no-engine"],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -65,7 +65,7 @@ def test_a_webhook_is_labelled_and_data_survives_a_restart(tmp_path):
     data, log, port = tmp_path / "data", tmp_path / "run.log", free_port()
     process = start(data, port, log)
     try:
-        secret = re.search(r"shown once\):\n\s+(\S+)", log.read_text()).group(1)
+        secret = re.search(r"export SECRET=(\S+)", log.read_text()).group(1)
         url = f"http://127.0.0.1:{port}/webhooks/demo/flow"
         headers = {"Authorization": f"Token {secret}"}
         first = requests.post(url, data=fixture("resthook.json"), headers=headers, timeout=5)
@@ -75,11 +75,13 @@ def test_a_webhook_is_labelled_and_data_survives_a_restart(tmp_path):
         assert api.status_code == 200 and "/api/v1/cases" in str(api.json()["paths"])
     finally:
         assert stop(process) == 0  # SIGTERM is a clean stop
+    first_output = log.read_text()
     process = start(data, port, log)  # same data folder: the secret and the message are kept
     try:
         again = requests.post(url, data=fixture("resthook.json"), headers=headers, timeout=5)
         assert again.json() == first.json()  # the repeated delivery is recognised after restart
         other = requests.post(url, data=fixture("editor_default.json"), headers=headers, timeout=5)
         assert labelled(data, other.json()["message"])
+        assert "export" not in log.read_text().removeprefix(first_output)  # nothing new shown
     finally:
         assert stop(process) == 0
