@@ -1,6 +1,7 @@
 """Serve the contract fake of the RapidPro API v2 as its own process.
 
     python -m fakes.rapidpro --host 127.0.0.1 --port 8001 [--seed demo] [--page-size N]
+                             [--state FILE]
 
 ``--port 0`` picks a free port; the first line printed on stdout carries the base URL. SIGTERM and
 SIGINT stop the server cleanly (exit status 0).
@@ -12,6 +13,7 @@ import argparse
 import signal
 import sys
 import threading
+from pathlib import Path
 from types import FrameType
 
 from werkzeug.serving import make_server
@@ -19,7 +21,8 @@ from werkzeug.serving import make_server
 from .app import DEFAULT_PAGE_SIZE, SEEDS, create_app
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The fake's command line (apart from main so that docker-compose.yml's test can check it)."""
     parser = argparse.ArgumentParser(
         prog="python -m fakes.rapidpro",
         description="Contract fake of the RapidPro API v2 (in memory; runs no flows).",
@@ -28,9 +31,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--seed", choices=sorted(SEEDS), help="load a seeded workspace")
     parser.add_argument("--page-size", type=int, default=DEFAULT_PAGE_SIZE)
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--state", type=Path, help="keep the workspaces in this JSON file (read back at start)"
+    )
+    return parser
 
-    app = create_app(seed=args.seed, page_size=args.page_size)
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    app = create_app(seed=args.seed, page_size=args.page_size, state_file=args.state)
     server = make_server(args.host, args.port, app, threaded=True)
     base_url = f"http://{args.host}:{server.server_port}"
     print(f"RapidPro API v2 contract fake listening on {base_url}", flush=True)
