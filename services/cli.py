@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 from types import ModuleType
 
+from shared.logs import configure_logging
 from shared.settings import Settings
 
 # The services with tables (and so migrations and a relay), and those that consume events.
@@ -64,6 +65,7 @@ def cmd_db_revision(args: argparse.Namespace, settings: Settings) -> int:
 
 # --- processes ----------------------------------------------------------------------------------
 def cmd_relay(args: argparse.Namespace, settings: Settings) -> int:
+    from shared import metrics, ops
     from shared.relay import Relay
 
     migrate(settings, (args.service,))
@@ -72,20 +74,32 @@ def cmd_relay(args: argparse.Namespace, settings: Settings) -> int:
         store, make_publisher(settings), batch=settings.relay_batch, idle=settings.relay_idle
     )
     stop_on_signals(relay)
+    metrics.watch_outboxes([store])
+    server = serve_ops(args, settings, relay, ops.relay_readiness(relay))
     logging.getLogger(__name__).info("relay of %s started", args.service)
-    relay.run()
+    try:
+        relay.run()
+    finally:
+        if server is not None:
+            server.stop()
     return 0
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from shared import ops
     from shared.bus.runtime import make_worker
 
     migrate(settings, (args.service,))
     worker_module = importlib.import_module(f"services.{args.service}.worker")
     worker = make_worker(settings, worker_module.subscriptions(settings))
     stop_on_signals(worker)
+    server = serve_ops(args, settings, worker, ops.worker_readiness(worker))
     logging.getLogger(__name__).info("%s worker started", args.service)
-    worker.run()
+    try:
+        worker.run()
+    finally:
+        if server is not None:
+            server.stop()
     return 0
 
 
@@ -98,6 +112,15 @@ def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
     if config := next((c for c in configs if c.exists()), None):
         argv += ["--config", str(config)]
     argv.append(f"services.{args.service}.app:create_app()")
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # gunicorn's workers are processes: prometheus-client (reading this variable when it is
+        # imported) keeps each one's values in files there, and /metrics sums them. A fresh
+        # folder per start; the gunicorn config removes it on exit.
+        from shared.gunicorn_hooks import fresh_metrics_dir
+
+        metrics_dir = fresh_metrics_dir(args.service)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        os.environ["UPARTNERS_OWN_METRICS_DIR"] = metrics_dir
     os.execv(sys.executable, argv)
     return 0  # not reached
 
@@ -111,6 +134,53 @@ def cmd_broker_setup(args: argparse.Namespace, settings: Settings) -> int:
     with kombu_connection(settings) as connection:
         declare_topology(connection, settings)
     print("RabbitMQ topology declared")
+    return 0
+
+
+def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
+    from shared.bus import dlq
+
+    return dlq.command(
+        settings,
+        args.dlq,
+        queue=getattr(args, "queue", None),
+        show=getattr(args, "show", 0),
+        limit=getattr(args, "limit", None),
+        yes=getattr(args, "yes", False),
+    )
+
+
+def probe(url: str, timeout: float) -> str | None:
+    """GET ``url``: None on a 200, else a one-line reason. Stdlib only: the image has no curl."""
+    import urllib.error
+    import urllib.request
+
+    # No proxy from the environment: the check is about this container's own port.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=timeout) as response:
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        return f"{url} answered {exc.code}"
+    except (OSError, ValueError) as exc:  # refused, reset, timed out, bad URL
+        reason = str(getattr(exc, "reason", exc)) or type(exc).__name__
+        return f"{url} unreachable: {reason.splitlines()[0][:200]}"
+    return None if status == 200 else f"{url} answered {status}"
+
+
+def cmd_health(args: argparse.Namespace, settings: Settings) -> int:
+    """A container health check: exit 0 when the process's own HTTP port answers 200, else 1."""
+    port = args.port if args.port is not None else settings.ops_port
+    if port is None:
+        print("no --port and no UPARTNERS_OPS_PORT: nothing to check", file=sys.stderr)
+        return 1
+    path = args.path if args.path.startswith("/") else f"/{args.path}"
+    url = f"http://127.0.0.1:{port}{path}"
+    if reason := probe(url, args.timeout):
+        print(reason, file=sys.stderr)
+        return 1
+    print(f"{url} answered 200")
     return 0
 
 
@@ -215,7 +285,8 @@ def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from services.embedded import run_embedded
 
-    return run_embedded(settings, host=args.host, port=args.port)
+    engine_port = None if args.no_engine else args.engine_port or args.port + 2
+    return run_embedded(settings, host=args.host, port=args.port, engine_port=engine_port)
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -227,6 +298,19 @@ def make_publisher(settings: Settings):
     from shared.bus.amqp import ConfirmingPublisher
 
     return ConfirmingPublisher(settings)
+
+
+OPS_PORT_HELP = "serve /healthz, /readyz and /metrics on this port (default: UPARTNERS_OPS_PORT)"
+
+
+def serve_ops(args: argparse.Namespace, settings: Settings, loop: object, ready):
+    """Start the ops HTTP server of a worker or relay if a port is set; the caller stops it."""
+    port = args.ops_port if getattr(args, "ops_port", None) is not None else settings.ops_port
+    if port is None:
+        return None
+    from shared.ops import OpsServer, heartbeat
+
+    return OpsServer(port, alive=heartbeat(loop), ready=ready).start()
 
 
 def stop_on_signals(*stoppables: object) -> None:
@@ -247,6 +331,15 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="everything in one process on the embedded default")
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, default=8000)
+    run.add_argument(
+        "--engine-port",
+        type=int,
+        help="the contract fake of the flow engine (default: --port + 2); the demo org stays "
+        "connected to the port of its first start",
+    )
+    run.add_argument(
+        "--no-engine", action="store_true", help="without the fake (to connect a real engine)"
+    )
     run.set_defaults(func=cmd_run)
 
     stack = sub.add_parser("stack", help="every process on RabbitMQ and PostgreSQL, no Docker")
@@ -254,7 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--base-port",
         type=int,
         default=8000,
-        help="ingest on it, cases on +1, the fake engine on +2",
+        help="ingest on it, cases on +1, the fake engine on +2, ops ports of workers and "
+        "relays on +3..+9 (services/stack.py)",
     )
     stack.add_argument(
         "--with-fake", action="store_true", help="also run the contract fake of the RapidPro API"
@@ -269,10 +363,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser("worker", help="a service's event consumer")
     worker.add_argument("service", choices=WORKERS)
+    worker.add_argument("--ops-port", type=int, help=OPS_PORT_HELP)
     worker.set_defaults(func=cmd_worker)
 
     relay = sub.add_parser("relay", help="publish a service's outbox")
     relay.add_argument("service", choices=SERVICES)
+    relay.add_argument("--ops-port", type=int, help=OPS_PORT_HELP)
     relay.set_defaults(func=cmd_relay)
 
     db = sub.add_parser("db", help="database migrations").add_subparsers(dest="db", required=True)
@@ -290,6 +386,26 @@ def build_parser() -> argparse.ArgumentParser:
     broker.add_parser("setup", help="declare exchanges, queues and DLQs").set_defaults(
         func=cmd_broker_setup
     )
+
+    dlq = sub.add_parser("dlq", help="dead-letter queues").add_subparsers(dest="dlq", required=True)
+    dlq_list = dlq.add_parser("list", help="each queue's dead messages")
+    dlq_list.add_argument(
+        "--show", type=int, default=0, metavar="N", help="also list up to N per queue (ids only)"
+    )
+    dlq_replay = dlq.add_parser("replay", help="send a queue's dead messages back to it")
+    dlq_replay.add_argument("--limit", type=int, metavar="N", help="at most N messages")
+    dlq_purge = dlq.add_parser("purge", help="delete a queue's dead messages")
+    dlq_purge.add_argument("--yes", action="store_true", help="really delete them")
+    for dlq_parser in (dlq_replay, dlq_purge):
+        dlq_parser.add_argument("queue", help="e.g. labeler.messages")
+    for dlq_parser in (dlq_list, dlq_replay, dlq_purge):
+        dlq_parser.set_defaults(func=cmd_dlq)
+
+    health = sub.add_parser("health", help="exit 0 if this container's process answers (Docker)")
+    health.add_argument("--port", type=int, help="default: UPARTNERS_OPS_PORT")
+    health.add_argument("--path", default="/healthz")
+    health.add_argument("--timeout", type=float, default=3.0, help="seconds (default 3)")
+    health.set_defaults(func=cmd_health)
 
     ingest = sub.add_parser("ingest", help="ingest tools").add_subparsers(
         dest="ingest", required=True
@@ -334,10 +450,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings.from_env()
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure_logging(settings, process_name(args))
     return args.func(args, settings)
+
+
+def process_name(args: argparse.Namespace) -> str:
+    """The "process" of its log lines: web-ingest, worker-labeler, relay-cases, run, ..."""
+    if args.command in ("web", "worker", "relay"):
+        return f"{args.command}-{args.service}"
+    return str(args.command)
 
 
 if __name__ == "__main__":
