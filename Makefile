@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: help install run test unit integration services lint bench clean
+.PHONY: help install run test unit integration fault services lint bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -31,6 +31,9 @@ unit: install ## the unit tests only (no servers needed)
 integration: install services ## the integration tests only (real PostgreSQL and RabbitMQ)
 	$(BIN)/pytest tests/integration
 
+fault: install services ## the fault tests only: broker, database and worker killed under load
+	$(BIN)/pytest -m fault tests/fault
+
 lint: install ## ruff lint and format check
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
@@ -39,6 +42,7 @@ bench: install services ## run the benchmarks (see README for the numbers)
 	$(BIN)/python bench/labeler_rules.py
 	$(BIN)/python bench/labeler_pipeline.py
 	$(BIN)/python bench/cases.py
+	$(BIN)/python bench/pipeline.py
 
 clean: ## remove the virtualenv and the embedded default's data
 	rm -rf $(VENV) var

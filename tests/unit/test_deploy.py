@@ -16,8 +16,6 @@ import io
 import json
 import re
 import shlex
-import shutil
-import subprocess
 import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -554,24 +552,6 @@ def test_the_build_context_leaves_out_what_the_image_does_not_need():
     }
     assert {".git", ".venv", "var", "tests", "bench", "**/__pycache__", ".env"} <= ignored
     assert not ignored & {"shared", "services", "fakes", "deploy", "pyproject.toml", "README.md"}
-
-
-@pytest.mark.skipif(shutil.which("docker") is None, reason="no docker client")
-def test_docker_compose_accepts_the_file():
-    """An extra where the compose plugin exists (it needs no engine for `config`)."""
-    version = subprocess.run(
-        ["docker", "compose", "version"], capture_output=True, text=True, timeout=30
-    )
-    if version.returncode != 0:
-        pytest.skip("no docker compose plugin")
-    result = subprocess.run(
-        ["docker", "compose", "-f", str(COMPOSE_FILE), "--profile", "fake", "config", "-q"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
-    assert result.returncode == 0, result.stderr
 
 
 # --- each check finds a broken file -------------------------------------------------------------
