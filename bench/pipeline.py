@@ -136,27 +136,6 @@ def stop_named(stack, names) -> None:
             process.wait()
 
 
-def stack_base_port() -> int:
-    """A run of free ports for the stack below the kernel's ephemeral range: the benchmark's own
-    thousands of client connections (and anyone else's) cannot take one of them meanwhile."""
-    import random
-    import socket
-
-    from services.stack import PORTS
-
-    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    for _ in range(100):
-        base = random.randrange(max(1024, low - 12_000), low - PORTS)
-        try:
-            for port in range(base, base + PORTS):
-                with socket.socket() as sock:
-                    sock.bind(("0.0.0.0", port))  # the ops servers listen on every interface
-        except OSError:
-            continue
-        return base
-    raise RuntimeError("no run of free ports for the stack")
-
-
 def start_named(stack, names) -> None:
     for name in names:
         if name in stack.commands():
@@ -838,7 +817,7 @@ def main(argv=None) -> int:
     from services.cases.models import open_store as open_cases
     from services.ingest.models import open_store as open_ingest
     from services.labeler.models import open_store as open_labeler
-    from services.stack import Stack
+    from services.stack import Stack, free_base_port
     from shared.settings import Settings
 
     def interrupted(_signum, _frame):
@@ -874,7 +853,7 @@ def main(argv=None) -> int:
         bare_publish = bare_publish_rate(settings, args.publish, args.publish_size)
         print(f"bare confirmed publish: {bare_publish:,.0f}/s", flush=True)
 
-        stack.base_port = stack_base_port()
+        stack.base_port = free_base_port()
         stack.start()
         for k in range(2, args.cases_workers + 1):
             start_replica(stack, f"worker-cases-{k}")

@@ -200,3 +200,28 @@ def _answers(port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def free_base_port() -> int:
+    """A base port whose whole run of ``PORTS`` ports is free, for tests and benchmarks.
+
+    Picked below the kernel's ephemeral range: a port chosen there can be taken by any outgoing
+    connection (the load generator's thousands of them) before the process binds it.
+    """
+    import random
+
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as ranges:
+            low = int(ranges.read().split()[0])
+    except OSError:  # not Linux: IANA's ephemeral range
+        low = 49152
+    for _ in range(100):
+        base = random.randrange(max(1024, low - 12_000), low - PORTS)
+        try:
+            for port in range(base, base + PORTS):
+                with socket.socket() as sock:
+                    sock.bind(("0.0.0.0", port))  # the ops servers listen on every interface
+        except OSError:
+            continue
+        return base
+    raise RuntimeError(f"no run of {PORTS} free ports")

@@ -30,11 +30,11 @@ from services.ingest.models import open_store as open_ingest
 from services.labeler.models import Inbox as LabelerInbox
 from services.labeler.models import Outbox as LabelerOutbox
 from services.labeler.models import open_store as open_labeler
+from services.stack import free_base_port
 from shared.bus import topology
 from shared.bus.amqp import ConfirmingPublisher, declare_topology, kombu_connection
 from shared.bus.topology import QueueSpec
 from shared.settings import Settings
-from tests.e2e.conftest import free_base_port
 from tests.ingest_helpers import ORG, fixture
 from tests.labeler_helpers import message_received
 
