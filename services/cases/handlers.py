@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, delete, exists, false, func, or_, select, true
+from sqlalchemy import event as sa_event
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -372,32 +373,72 @@ def _new_token(session: Session, user_id: str, description: str) -> NewToken:
     return NewToken(row.id, secret, description, row.created_at)
 
 
+# --- what one unit of work already knows ---------------------------------------------------------
+@dataclass
+class _Known:
+    """Rows a unit of work loaded or wrote, held strongly for the rest of its transaction.
+
+    The session's identity map holds objects weakly, so without this every event of a worker's
+    batch would read the org, its labels and a message inserted a moment ago again (bench:
+    round trips to PostgreSQL are what limits the cases worker). It lives in ``session.info``
+    and is dropped when the transaction ends (commit, rollback, close): a batch that fails and is
+    retried one event at a time starts from the database again.
+    """
+
+    orgs: dict[str, Org] = field(default_factory=dict)
+    contacts: dict[tuple[str, str], Contact] = field(default_factory=dict)
+    new_contacts: set[str] = field(default_factory=set)  # created in this transaction: no case
+    messages: dict[str, Message] = field(default_factory=dict)
+    message_labels: dict[str, set[str]] = field(default_factory=dict)
+    live_labels: dict[str, set[str]] = field(default_factory=dict)
+
+
+_KNOWN = "cases.known"
+
+
+def _known(session: Session) -> _Known:
+    known = session.info.get(_KNOWN)
+    if known is None:
+        known = session.info[_KNOWN] = _Known()
+        if not sa_event.contains(session, "after_transaction_end", _forget_known):
+            sa_event.listen(session, "after_transaction_end", _forget_known)
+    return known
+
+
+def _forget_known(session: Session, transaction: Any) -> None:
+    """At the end of the transaction or of a savepoint, not of a flush's inner transaction."""
+    if transaction.parent is None or transaction.nested:
+        session.info.pop(_KNOWN, None)
+
+
 # --- orgs ---------------------------------------------------------------------------------------
 def _ensure_org(session: Session, key: str) -> Org:
     """The org; events of an org nobody set up yet create it with defaults (adopted later by
     ``bootstrap_org``), so that nothing they carry is lost."""
-    org = session.get(Org, key)
-    if org is not None:
-        return org
-    session.execute(
-        insert_statement(session, Org)
-        .values(
-            key=key,
-            name=key,
-            timezone="UTC",
-            suspend_groups=[],
-            followup_every_close=False,
-            interrupt_on_open=False,
-            mirror_labels=False,
-            mirror_archive=False,
-            warning_days=7,
-            pseudonym_salt=auth.new_secret(),
-            org_version=0,
-            created_at=utcnow(),
+    known = _known(session).orgs
+    org = known.get(key) or session.get(Org, key)
+    if org is None:
+        session.execute(
+            insert_statement(session, Org)
+            .values(
+                key=key,
+                name=key,
+                timezone="UTC",
+                suspend_groups=[],
+                followup_every_close=False,
+                interrupt_on_open=False,
+                mirror_labels=False,
+                mirror_archive=False,
+                warning_days=7,
+                pseudonym_salt=auth.new_secret(),
+                org_version=0,
+                created_at=utcnow(),
+            )
+            .on_conflict_do_nothing(index_elements=["key"])
         )
-        .on_conflict_do_nothing(index_elements=["key"])
-    )
-    return session.get(Org, key)  # type: ignore[return-value]
+        org = session.get(Org, key)
+    known[key] = org  # type: ignore[assignment]
+    return org  # type: ignore[return-value]
 
 
 def _org_changed(uow: UnitOfWork, org: Org) -> None:
@@ -944,26 +985,66 @@ def _emit_label(uow: UnitOfWork, label: Label, name: str) -> None:
 
 
 # --- contacts -----------------------------------------------------------------------------------
-def _ensure_contact(session: Session, org: Org, contact_uuid: str) -> Contact:
-    contact = session.scalar(
+def _ensure_contact(
+    session: Session,
+    org: Org,
+    contact_uuid: str,
+    *,
+    fields: dict[str, Any] | None = None,
+    fields_at: datetime | None = None,
+) -> Contact:
+    """The org's contact of this uuid, created (with these fields) if new.
+
+    A new contact gets the short pseudonym unless another contact of the org has it already
+    (``uq_contacts_ref`` tells, in the same INSERT), then the long one. Contacts created in this
+    transaction are remembered in ``_known(session).new_contacts``.
+    """
+    known = _known(session)
+    contact = known.contacts.get((org.key, contact_uuid)) or session.scalar(
         select(Contact).where(Contact.org == org.key, Contact.uuid == contact_uuid)
     )
-    if contact is not None:
-        return contact
-    ref = pseudonym(org.pseudonym_salt, org.key, contact_uuid)
-    collides = session.scalar(select(Contact.id).where(Contact.org == org.key, Contact.ref == ref))
-    if collides is not None:
-        ref = pseudonym(org.pseudonym_salt, org.key, contact_uuid, LONG_REF_LENGTH)
-    session.execute(
-        insert_statement(session, Contact)
-        .values(
-            id=new_id(), org=org.key, uuid=contact_uuid, ref=ref, fields={}, created_at=utcnow()
-        )
-        .on_conflict_do_nothing(index_elements=["org", "uuid"])
+    if contact is None:
+        values = {"fields": dict(fields or {}), "fields_at": fields_at}
+        short = pseudonym(org.pseudonym_salt, org.key, contact_uuid)
+        contact = _insert_contact(session, org, contact_uuid, short, values)
+        if contact is None:  # a replica created it a moment ago, or another contact has the ref
+            contact = _contact_by_uuid(session, org, contact_uuid)
+        if contact is None:
+            long = pseudonym(org.pseudonym_salt, org.key, contact_uuid, LONG_REF_LENGTH)
+            contact = _insert_contact(session, org, contact_uuid, long, values, any_conflict=False)
+            contact = contact or _contact_by_uuid(session, org, contact_uuid)
+        assert contact is not None
+    known.contacts[(org.key, contact_uuid)] = contact
+    return contact
+
+
+def _insert_contact(
+    session: Session,
+    org: Org,
+    contact_uuid: str,
+    ref: str,
+    values: dict[str, Any],
+    *,
+    any_conflict: bool = True,
+) -> Contact | None:
+    """INSERT ... ON CONFLICT DO NOTHING RETURNING: the new contact, or None when it collided
+    (on its uuid, or with ``any_conflict`` also on its ref)."""
+    statement = insert_statement(session, Contact).values(
+        id=new_id(), org=org.key, uuid=contact_uuid, ref=ref, created_at=utcnow(), **values
     )
+    statement = statement.on_conflict_do_nothing(
+        index_elements=None if any_conflict else ["org", "uuid"]
+    )
+    contact = session.scalars(statement.returning(Contact)).first()
+    if contact is not None:
+        _known(session).new_contacts.add(contact.id)
+    return contact
+
+
+def _contact_by_uuid(session: Session, org: Org, contact_uuid: str) -> Contact | None:
     return session.scalar(
         select(Contact).where(Contact.org == org.key, Contact.uuid == contact_uuid)
-    )  # type: ignore[return-value]
+    )
 
 
 def _contact_view(contact: Contact, org: Org) -> ContactView:
@@ -975,24 +1056,35 @@ def on_message_received(uow: UnitOfWork, event: Envelope) -> None:
     """Store the message; while its contact has an open case it goes into the case, archived."""
     session, data = uow.session, event.data
     org = _ensure_org(session, event.org)
-    contact = _ensure_contact(session, org, data["contact_uuid"])
-    if contact.fields_at is None or data["received_at"] >= contact.fields_at:
-        contact.fields = dict(data["contact_fields"])
-        contact.fields_at = data["received_at"]
-    message = _ensure_message(session, event, contact)
+    received_at = data["received_at"]
+    contact = _ensure_contact(
+        session, org, data["contact_uuid"], fields=data["contact_fields"], fields_at=received_at
+    )
+    if contact.fields_at is None or received_at >= contact.fields_at:
+        contact.fields = dict(data["contact_fields"])  # unchanged (no UPDATE) for a new contact
+        contact.fields_at = received_at
+    values = {
+        "external_id": data["external_id"],
+        "text": data["text"],
+        "attachments": [dict(a) for a in data["attachments"]],
+        "flow_uuid": data["flow_uuid"],
+        "flow_name": data["flow_name"],
+        "node_uuid": data["node_uuid"],
+        "simulation": data["simulation"],
+        "received_at": received_at,
+    }
+    message, created = _ensure_message(session, event, contact, values)
     if message is None:
         return
-    message.external_id = data["external_id"] or message.external_id
-    message.text = data["text"]
-    message.attachments = [dict(a) for a in data["attachments"]]
-    message.flow_uuid = data["flow_uuid"]
-    message.flow_name = data["flow_name"]
-    message.node_uuid = data["node_uuid"]
-    message.simulation = data["simulation"]
-    first_receipt = message.received_at is None
-    message.received_at = data["received_at"]
+    first_receipt = created or message.received_at is None
+    if not created:  # a new message was inserted with these values already
+        values["external_id"] = data["external_id"] or message.external_id
+        for key, value in values.items():
+            setattr(message, key, value)
     if not first_receipt or message.case_id is not None:
         return
+    if contact.id in _known(session).new_contacts:
+        return  # created in this transaction: nobody could open a case for it yet
     case = _open_case_of(session, contact.id)
     if case is None:
         return
@@ -1007,26 +1099,37 @@ def on_message_received(uow: UnitOfWork, event: Envelope) -> None:
 
 
 def on_message_labeled(uow: UnitOfWork, event: Envelope) -> None:
-    """Apply the labeler's newest opinion; an older one arriving late changes nothing."""
+    """Apply the labeler's newest opinion; an older one arriving late changes nothing.
+
+    Everything is read before anything changes, so that the message's changes go out in one
+    UPDATE (a query in between would autoflush them).
+    """
     session, data = uow.session, event.data
     org = _ensure_org(session, event.org)
     contact = _ensure_contact(session, org, data["contact_uuid"])
-    message = _ensure_message(session, event, contact)
+    message, _ = _ensure_message(session, event, contact)
     if message is None:
         return
-    message.labelled = True
     if message.labeler_at is not None and event.occurred_at <= message.labeler_at:
+        message.labelled = True
         return
-    current = _message_label_ids(session, message.id)
+    current = _known_message_labels(session, message.id)
     merged = merge_labeler_labels(current, set(message.labeler_labels), set(data["labels"]))
-    _set_message_labels(session, message, _existing_labels(session, org.key, merged))
+    _set_message_labels(session, message, current, _existing_labels(session, org.key, merged))
+    message.labelled = True
     message.labeler_labels = sorted(data["labels"])
     message.labeler_at = event.occurred_at
 
 
-def _ensure_message(session: Session, event: Envelope, contact: Contact) -> Message | None:
+def _ensure_message(
+    session: Session, event: Envelope, contact: Contact, values: dict[str, Any] | None = None
+) -> tuple[Message | None, bool]:
+    """The event's message and whether this call created it (with ``values``); None when the
+    message names another org or contact than the event."""
     data = event.data
-    message = session.get(Message, data["message_id"])
+    known = _known(session)
+    message = known.messages.get(data["message_id"]) or session.get(Message, data["message_id"])
+    created = message is None
     if message is None:
         message = Message(
             id=data["message_id"],
@@ -1037,24 +1140,29 @@ def _ensure_message(session: Session, event: Envelope, contact: Contact) -> Mess
             labeler_labels=[],
             simulation=data.get("simulation", False),
         )
+        for key, value in (values or {}).items():
+            setattr(message, key, value)
         session.add(message)
         session.flush()  # a replica inserting the same message collides here; we retry then
+        known.message_labels[message.id] = set()
     elif message.org != event.org or message.contact_id != contact.id:
         log.error("%s %s names another org or contact than before; ignored", event.name, event.id)
-        return None
-    return message
+        return None, False
+    known.messages[message.id] = message
+    return message, created
 
 
 def _existing_labels(session: Session, org: str, label_ids: set[str]) -> set[str]:
+    """Those of the labels that exist (not deleted); the org's labels are read once per unit of
+    work."""
     if not label_ids:
         return set()
-    return set(
-        session.scalars(
-            select(Label.id).where(
-                Label.org == org, Label.id.in_(label_ids), Label.deleted_at.is_(None)
-            )
+    live = _known(session).live_labels
+    if org not in live:
+        live[org] = set(
+            session.scalars(select(Label.id).where(Label.org == org, Label.deleted_at.is_(None)))
         )
-    )
+    return label_ids & live[org]
 
 
 def _message_label_ids(session: Session, message_id: str) -> set[str]:
@@ -1063,8 +1171,18 @@ def _message_label_ids(session: Session, message_id: str) -> set[str]:
     )
 
 
-def _set_message_labels(session: Session, message: Message, label_ids: set[str]) -> None:
-    current = _message_label_ids(session, message.id)
+def _known_message_labels(session: Session, message_id: str) -> set[str]:
+    """The message's labels, read once per unit of work (``_set_message_labels`` keeps them)."""
+    known = _known(session).message_labels
+    if message_id not in known:
+        known[message_id] = _message_label_ids(session, message_id)
+    return set(known[message_id])
+
+
+def _set_message_labels(
+    session: Session, message: Message, current: set[str], label_ids: set[str]
+) -> None:
+    """Make the message's labels ``label_ids``; ``current`` are the ones it has now."""
     if removed := current - label_ids:
         session.execute(
             delete(MessageLabel).where(
@@ -1074,6 +1192,9 @@ def _set_message_labels(session: Session, message: Message, label_ids: set[str])
     session.add_all(
         MessageLabel(message_id=message.id, label_id=lid) for lid in label_ids - current
     )
+    known = _known(session).message_labels
+    if message.id in known:
+        known[message.id] = set(label_ids)
 
 
 def _mirror_archive(uow: UnitOfWork, org: Org, name: str, messages: Sequence[Message]) -> None:
@@ -1425,7 +1546,7 @@ def _apply_message_action(
         assert label_id is not None
         current = _message_label_ids(session, message.id)
         wanted = current | {label_id} if action == "label" else current - {label_id}
-        _set_message_labels(session, message, wanted)
+        _set_message_labels(session, message, current, wanted)
         return wanted != current
     if action == "restore" and message.archived and message.case_id is not None:
         case = session.get(Case, message.case_id)

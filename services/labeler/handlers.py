@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import event as sa_event
 from sqlalchemy import select, tuple_, update
 from sqlalchemy.orm import Session
 
@@ -26,8 +27,9 @@ log = logging.getLogger(__name__)
 class IndexCache:
     """Each org's compiled ``LabelIndex``, rebuilt only when the org's label revision moved.
 
-    The revision is read from the database on every message, so a label changed through
-    another replica takes effect here at the next message.
+    The revision is read from the database once per transaction (a worker's batch of up to
+    ``prefetch`` messages), so a label changed through another replica takes effect here at
+    the next batch, as fresh as reading it for every message of that one transaction.
     """
 
     def __init__(self) -> None:
@@ -35,7 +37,7 @@ class IndexCache:
         self._lock = threading.Lock()
 
     def index_for(self, session: Session, org: str) -> rules.LabelIndex:
-        revision = session.scalar(select(OrgLabels.revision).where(OrgLabels.org == org)) or 0
+        revision = _revision(session, org)
         with self._lock:
             cached = self._by_org.get(org)
         if cached is not None and cached[0] == revision:
@@ -49,6 +51,28 @@ class IndexCache:
         return index
 
 
+_REVISIONS = "labeler.revisions"
+
+
+def _revision(session: Session, org: str) -> int:
+    """The org's label revision, read once per transaction (``session.info``, dropped when the
+    transaction ends: a batch that failed and is handled again one by one reads it again)."""
+    known = session.info.get(_REVISIONS)
+    if known is None:
+        known = session.info[_REVISIONS] = {}
+        if not sa_event.contains(session, "after_transaction_end", _forget_revisions):
+            sa_event.listen(session, "after_transaction_end", _forget_revisions)
+    if org not in known:
+        known[org] = session.scalar(select(OrgLabels.revision).where(OrgLabels.org == org)) or 0
+    return known[org]
+
+
+def _forget_revisions(session: Session, transaction: Any) -> None:
+    """At the end of the transaction or of a savepoint, not of a flush's inner transaction."""
+    if transaction.parent is None or transaction.nested:
+        session.info.pop(_REVISIONS, None)
+
+
 def _rule_label(row: Label) -> rules.Label | None:
     try:
         tests = rules.parse_rule(row.rule)
@@ -59,6 +83,7 @@ def _rule_label(row: Label) -> rules.Label | None:
 
 
 def _bump_revision(session: Session, org: str) -> None:
+    session.info.get(_REVISIONS, {}).pop(org, None)
     inserted = session.scalar(
         insert_statement(session, OrgLabels)
         .values(org=org, revision=1)

@@ -1,0 +1,179 @@
+"""How many SQL statements the consumers spend per message: the pipeline's throughput is bound by
+PostgreSQL round trips (bench/pipeline.py), so a handler that goes back to one SELECT per event
+for what the unit of work already knows must fail here, not only in a benchmark.
+
+Each test counts the statements (SQLAlchemy ``before_cursor_execute``) of events handled the way
+the workers handle them, on SQLite and, where it runs, on PostgreSQL (same counts: the handlers
+use no dialect-specific round trips).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import event, select
+
+from shared.bus.dispatch import Outcome, dispatch, dispatch_batch
+from shared.events import MESSAGE_LABELED
+from tests.cases_helpers import CasesWorld, ids, message_labeled, message_received, new_uuid
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_world(request):
+    """The cases service on SQLite, and on PostgreSQL where it is reachable."""
+    settings = request.getfixturevalue("settings" if request.param == "sqlite" else "pg_settings")
+    world = CasesWorld(settings)
+    yield world
+    world.close()
+
+
+@contextlib.contextmanager
+def counted(engine) -> Iterator[list[str]]:
+    """The statements the engine sends while inside, in order."""
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, parameters, context, executemany):
+        if not statement.startswith(("BEGIN", "COMMIT", "ROLLBACK")):  # SQLite's, not PG's
+            statements.append(" ".join(statement.split()[:8]))
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+
+
+def messages_sub(world: CasesWorld):
+    return world.subscriptions["messages"]
+
+
+def handle_batch(world: CasesWorld, events) -> list[str]:
+    with counted(world.store.db.engine) as statements:
+        outcomes = dispatch_batch(messages_sub(world), [e.body() for e in events])
+    assert outcomes == [Outcome.ACK] * len(events)
+    return statements
+
+
+def handle_one_by_one(world: CasesWorld, events) -> list[str]:
+    with counted(world.store.db.engine) as statements:
+        outcomes = [dispatch(messages_sub(world), e.body()) for e in events]
+    assert outcomes == [Outcome.ACK] * len(events)
+    return statements
+
+
+def test_a_new_contacts_message_costs_at_most_11_statements(any_world):
+    """message.received + message.labeled of a new contact in one batch, as a worker handles
+    them from its prefetch (inbox SELECT and INSERT included); the old handlers spent 21."""
+    label = any_world.label()
+    received = message_received()
+    statements = handle_batch(any_world, [received, message_labeled(received, [label])])
+    assert len(statements) <= 11, statements
+    messages = any_world.ok(any_world.get(any_world.admin, "/api/v1/messages"))
+    assert ids(messages) == [received.data["message_id"]]
+    assert [label["id"] for label in messages["items"][0]["labels"]] == [label]
+
+
+def test_one_event_at_a_time_costs_at_most_17_statements_a_message(any_world):
+    """Each event in its own transaction (a worker at low load): 23 and 20 before."""
+    label = any_world.label()
+    first = message_received()
+    new_contact = handle_one_by_one(any_world, [first, message_labeled(first, [label])])
+    assert len(new_contact) <= 16, new_contact
+    second = message_received(contact=first.data["contact_uuid"])
+    known_contact = handle_one_by_one(any_world, [second, message_labeled(second, [label])])
+    assert len(known_contact) <= 17, known_contact
+    messages = any_world.ok(any_world.get(any_world.admin, "/api/v1/messages"))
+    assert sorted(ids(messages)) == sorted(e.data["message_id"] for e in (first, second))
+
+
+def test_a_batch_reads_the_org_and_its_labels_once(any_world):
+    """A full batch of one org: the org, its labels and the messages inserted earlier in the
+    batch are not read again for every event (192 statements for 10 pairs before)."""
+    label = any_world.label()
+    received = [message_received() for _ in range(10)]
+    events = received + [message_labeled(r, [label]) for r in received]
+    statements = handle_batch(any_world, events)
+    assert len(statements) <= 5 * len(received) + 6, statements
+    assert sum(s.startswith("SELECT orgs") for s in statements) == 1, statements
+    assert sum(s.startswith("SELECT labels") for s in statements) == 1, statements
+    messages = any_world.ok(any_world.get(any_world.admin, "/api/v1/messages", limit=50))
+    assert sorted(ids(messages)) == sorted(r.data["message_id"] for r in received)
+    assert all(m["labels"] for m in messages["items"])
+
+
+def test_what_a_unit_of_work_knows_ends_with_its_transaction(any_world):
+    """After a rollback (a failed batch) nothing remembered from before is used again."""
+    from services.cases import handlers
+    from services.cases.models import Contact
+    from tests.cases_helpers import ORG
+
+    contact_uuid = new_uuid()
+    with any_world.store.unit_of_work() as uow:
+        session = uow.session
+        before = handlers._ensure_contact(session, handlers._ensure_org(session, ORG), contact_uuid)
+        session.rollback()
+        with counted(any_world.store.db.engine) as statements:
+            org = handlers._ensure_org(session, ORG)
+            after = handlers._ensure_contact(session, org, contact_uuid)
+        assert after is not before
+        assert [s.split()[0] for s in statements] == ["SELECT", "SELECT", "INSERT"], statements
+        uow.commit()
+    with any_world.store.unit_of_work() as uow:
+        rows = uow.session.scalars(select(Contact).where(Contact.uuid == contact_uuid)).all()
+        assert [row.id for row in rows] == [after.id]
+
+
+def test_a_failed_batch_is_handled_again_one_event_at_a_time(any_world):
+    """The batch's rows were rolled back: the events handled again one by one must not be
+    served the contact and message the failed batch had inserted."""
+    label = any_world.label()
+    received = message_received()
+    sub = messages_sub(any_world)
+    failures = [RuntimeError("the database went away")]
+
+    def fails_once(uow, event):
+        if failures:
+            raise failures.pop()
+        sub.handlers[MESSAGE_LABELED](uow, event)
+
+    flaky = dataclasses.replace(sub, handlers={**sub.handlers, MESSAGE_LABELED: fails_once})
+    bodies = [received.body(), message_labeled(received, [label]).body()]
+    assert dispatch_batch(flaky, bodies) == [Outcome.ACK, Outcome.ACK]
+    assert not failures
+    messages = any_world.ok(any_world.get(any_world.admin, "/api/v1/messages"))
+    assert ids(messages) == [received.data["message_id"]]
+    assert [label["id"] for label in messages["items"][0]["labels"]] == [label]
+
+
+# --- the labeler --------------------------------------------------------------------------------
+@pytest.fixture(params=["sqlite", "postgresql"])
+def labeler_subscription(request):
+    """The labeler worker's message subscription, its labels already known."""
+    from services.labeler.models import MIGRATIONS, open_store
+    from services.labeler.worker import subscriptions
+    from tests.labeler_helpers import keywords, label_event
+
+    settings = request.getfixturevalue("settings" if request.param == "sqlite" else "pg_settings")
+    store = open_store(settings)
+    store.db.migrate(MIGRATIONS)
+    messages, labels = subscriptions(settings, store)
+    event = label_event("Help", [keywords("ajuda")])
+    assert dispatch(labels, event.body()) == Outcome.ACK
+    yield messages
+    store.db.dispose()
+
+
+def test_the_labeler_reads_the_label_revision_once_per_batch(labeler_subscription):
+    """A batch of 10 messages: one inbox SELECT, one revision SELECT (and the labels once),
+    one upsert per message, the outbox and inbox INSERTs (the old handler read the revision
+    for every message: 23)."""
+    from tests.labeler_helpers import message_received as labeler_message
+
+    bodies = [labeler_message(f"preciso de ajuda {n}").body() for n in range(10)]
+    with counted(labeler_subscription.store.db.engine) as statements:
+        assert dispatch_batch(labeler_subscription, bodies) == [Outcome.ACK] * 10
+    assert sum(s.startswith("SELECT org_labels") for s in statements) == 1, statements
+    assert len(statements) <= 10 + 5, statements
