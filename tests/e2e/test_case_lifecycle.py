@@ -7,7 +7,6 @@ follow-up flow started with the case's params. Then the same with the engine fai
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -30,20 +29,12 @@ from services.flowbridge.worker import rapidpro_client
 from services.ingest import handlers as ingest_handlers
 from services.ingest.models import open_store as open_ingest
 from tests.fakes_server import FakeControl
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
 ORG = "demo"
 ALL = ("ingest", "labeler", "cases", "flowbridge")
-
-
-def eventually(probe: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := probe():
-            return result
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what or probe}")
 
 
 class Partner:

@@ -8,9 +8,6 @@ with the counters of what it did."""
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
-from typing import Any
 
 import pytest
 import requests
@@ -20,6 +17,7 @@ from services.cases.models import open_store as open_cases
 from services.ingest import handlers as ingest_handlers
 from services.ingest.models import open_store as open_ingest
 from tests.ingest_helpers import ORG, fixture
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -28,15 +26,6 @@ WORKERS = ("labeler", "cases")
 # URNs and phone numbers no log line may carry (digits that appear nowhere else).
 URNS = [f"tel:+2507880{n}4{n}9{n}" for n in (1, 2, 3)]
 PHONE_IN_TEXT = "+250 788 064 696"
-
-
-def eventually(probe: Callable[[], Any], timeout: float = 45.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := probe():
-            return result
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what or probe}")
 
 
 def webhook(n: int, urn: str) -> bytes:

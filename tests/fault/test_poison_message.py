@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import collections
 import threading
-import time
 
 import pytest
 from sqlalchemy import select
@@ -16,6 +15,7 @@ from shared.bus.amqp import AmqpWorker, ConfirmingPublisher
 from shared.bus.dispatch import Subscription
 from tests.labeler_helpers import message_received
 from tests.support import Seen, probe_store, record
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.fault
 
@@ -35,15 +35,6 @@ class CountingWorker(AmqpWorker):
         count = int((message.headers or {}).get("x-delivery-count", 0))
         self.deliveries[message.properties.get("message_id")].append(count)
         super()._on_message(subscription, body, message)
-
-
-def eventually(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_a_poison_event_is_dead_lettered_at_the_limit_then_replayed_and_purged(

@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from shared.bus.amqp import AmqpWorker, ConfirmingPublisher, declare_topology, kombu_queues
 from shared.bus.dispatch import Subscription, TransientError
 from tests.support import PROBE_QUEUE, Seen, message_received, probe_store, record
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -53,15 +54,6 @@ def broker(pg_settings):
         queue.delete()
     conn.release()
     store.db.dispose()
-
-
-def eventually(predicate, timeout=20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_handled_event_is_acked_and_a_redelivery_has_no_effect(broker):

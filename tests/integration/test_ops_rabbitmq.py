@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 import requests
@@ -16,19 +15,11 @@ from shared.ops import OpsServer, heartbeat, relay_readiness, worker_readiness
 from shared.relay import Relay
 from tests.integration.test_relay_rabbitmq import cleanup_probe
 from tests.support import PROBE_QUEUE, Seen, message_received, probe_store, record
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
 CLOSED_PORT_URL = "postgresql+psycopg://postgres@127.0.0.1:1/test"
-
-
-def eventually(predicate, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def get(server: OpsServer, path: str) -> requests.Response:
