@@ -651,27 +651,6 @@ def set_up_org(ingest, cases, labeler, interval: float) -> str:
     return secret
 
 
-def drop_namespace(settings) -> None:
-    """Like tests/conftest.py: every schema and queue of the namespace."""
-    import sqlalchemy as sa
-
-    from shared.bus.amqp import delete_topology, kombu_connection
-
-    engine = sa.create_engine(settings.database_url)
-    with engine.begin() as conn:
-        schemas = conn.execute(
-            sa.text("SELECT nspname FROM pg_namespace WHERE nspname LIKE :p"),
-            {"p": f"{settings.namespace}\\_%"},
-        ).scalars()
-        for schema in list(schemas):
-            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-    engine.dispose()
-    with contextlib.suppress(Exception):
-        delete_topology(settings)
-    with contextlib.suppress(Exception), kombu_connection(settings) as connection:
-        connection.default_channel.queue_delete(f"{settings.namespace}.scratch")
-
-
 def environment(settings, env: dict[str, str], cases_workers: int) -> str:
     import sqlalchemy as sa
 
@@ -817,7 +796,7 @@ def main(argv=None) -> int:
     from services.cases.models import open_store as open_cases
     from services.ingest.models import open_store as open_ingest
     from services.labeler.models import open_store as open_labeler
-    from services.stack import Stack, free_base_port
+    from services.stack import Stack, drop_namespace, free_base_port
     from shared.settings import Settings
 
     def interrupted(_signum, _frame):

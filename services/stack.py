@@ -225,3 +225,27 @@ def free_base_port() -> int:
             continue
         return base
     raise RuntimeError(f"no run of {PORTS} free ports")
+
+
+def drop_namespace(settings: Settings) -> None:
+    """Remove a namespace's schemas and queues: tests and benchmarks run stacks in throwaway
+    namespaces. The broker may be down after a fault; its leftovers are then skipped."""
+    import contextlib
+
+    import sqlalchemy as sa
+
+    from shared.bus.amqp import delete_topology
+
+    engine = sa.create_engine(settings.database_url)
+    try:
+        with engine.begin() as conn:
+            schemas = conn.execute(
+                sa.text("SELECT nspname FROM pg_namespace WHERE nspname LIKE :p"),
+                {"p": f"{settings.namespace}\\_%"},
+            ).scalars()
+            for schema in list(schemas):
+                conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    finally:
+        engine.dispose()
+    with contextlib.suppress(Exception):
+        delete_topology(settings)

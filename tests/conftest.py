@@ -8,7 +8,6 @@ test skips locally, but fails in CI (CI=true): a skipped integration test proves
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import socket
@@ -19,6 +18,7 @@ from urllib.parse import urlparse
 
 import pytest
 
+from services.stack import drop_namespace
 from shared.settings import Settings
 
 TEST_DATABASE_URL = os.environ.get(
@@ -77,26 +77,7 @@ def pg_settings(tmp_path, namespace) -> Iterator[Settings]:
         delivery_limit=5,
     )
     yield settings
-    _drop_namespace(settings)
-
-
-def _drop_namespace(settings: Settings) -> None:
-    import sqlalchemy as sa
-
-    from shared.bus.amqp import delete_topology
-
-    engine = sa.create_engine(settings.database_url)
-    with engine.begin() as conn:
-        schemas = conn.execute(
-            sa.text("SELECT nspname FROM pg_namespace WHERE nspname LIKE :p"),
-            {"p": f"{settings.namespace}\\_%"},
-        ).scalars()
-        for schema in list(schemas):
-            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-    engine.dispose()
-    # The broker may be down after a failed fault test; the session sweep catches up then.
-    with contextlib.suppress(Exception):
-        delete_topology(settings)
+    drop_namespace(settings)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -7,13 +7,13 @@ tests meanwhile (and the rest of the suite in CI), so they are never touched her
 
 from __future__ import annotations
 
-import contextlib
 import os
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
+from services.stack import drop_namespace
 from shared.settings import Settings
 from tests.fault.pipeline import World, open_world
 from tests.fault.servers import KEEP, PrivatePostgres, PrivateRabbit, answers
@@ -69,21 +69,7 @@ def fault_settings(private_postgres, private_rabbit, tmp_path) -> Iterator[Setti
     )
     yield settings
     if not KEEP:  # kept for a post-mortem along with the servers' folders
-        _drop_namespace(settings)
-
-
-def _drop_namespace(settings: Settings) -> None:
-    import sqlalchemy as sa
-
-    from shared.bus.amqp import delete_topology
-
-    engine = sa.create_engine(settings.database_url)
-    with contextlib.suppress(sa.exc.SQLAlchemyError), engine.begin() as conn:
-        for service in ("ingest", "labeler", "cases", "flowbridge"):
-            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{settings.namespace}_{service}" CASCADE'))
-    engine.dispose()
-    with contextlib.suppress(Exception):
-        delete_topology(settings)
+        drop_namespace(settings)
 
 
 @pytest.fixture
