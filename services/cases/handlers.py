@@ -1367,14 +1367,9 @@ def list_messages(
                     MessageLabel.message_id == Message.id, MessageLabel.label_id == label
                 )
             )
-        if contact is not None:
-            conditions.append(Message.contact_id == _contact_id_of(session, actor, contact))
-        if text:
-            conditions.append(Message.text.icontains(text, autoescape=True))
-        if after is not None:
-            conditions.append(Message.received_at > after)
-        if before is not None:
-            conditions.append(Message.received_at < before)
+        conditions += _common_filters(
+            session, actor, Message, Message.received_at, contact, text, after, before
+        )
         page, next_cursor = _newest_first(
             session, Message, Message.received_at, conditions, cursor, limit
         )
@@ -1399,6 +1394,20 @@ def _folder_condition(actor: Actor, folder: str) -> Any:
     raise ValueError(f"unknown folder {folder!r}")
 
 
+def _common_filters(session, actor, model, timestamp, contact, text, after, before) -> list[Any]:
+    """The filters incoming and sent messages share: contact, text, time range."""
+    conditions: list[Any] = []
+    if contact is not None:
+        conditions.append(model.contact_id == _contact_id_of(session, actor, contact))
+    if text:
+        conditions.append(model.text.icontains(text, autoescape=True))
+    if after is not None:
+        conditions.append(timestamp > after)
+    if before is not None:
+        conditions.append(timestamp < before)
+    return conditions
+
+
 def _contact_id_of(session: Session, actor: Actor, ref: str) -> str:
     # An unknown reference matches nothing, like a known one with no visible message.
     contact_id = session.scalar(
@@ -1413,14 +1422,9 @@ def _list_sent(store, actor, *, contact, text, after, before, cursor, limit) -> 
         conditions = [Outgoing.org == actor.org]
         if not actor.is_admin:
             conditions.append(Outgoing.partner_id == actor.partner_id)
-        if contact is not None:
-            conditions.append(Outgoing.contact_id == _contact_id_of(session, actor, contact))
-        if text:
-            conditions.append(Outgoing.text.icontains(text, autoescape=True))
-        if after is not None:
-            conditions.append(Outgoing.created_at > after)
-        if before is not None:
-            conditions.append(Outgoing.created_at < before)
+        conditions += _common_filters(
+            session, actor, Outgoing, Outgoing.created_at, contact, text, after, before
+        )
         page, next_cursor = _newest_first(
             session, Outgoing, Outgoing.created_at, conditions, cursor, limit
         )
