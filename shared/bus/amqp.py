@@ -320,8 +320,12 @@ class AmqpWorker(ConsumerMixin):
 
     def consume(self, limit=None, timeout=None, safety_interval=1, **kwargs):  # noqa: ARG002
         """kombu's loop, changed to flush the pending batch as soon as no message is waiting."""
+        # Forget the previous connection's batch *before* subscribing: messages waiting in a
+        # queue arrive while kombu still subscribes the next consumer, and they must stay in
+        # the batch (clearing it afterwards dropped them, and the batch's multiple ack then
+        # acknowledged them unhandled: lost). Messages of a dead channel come back anyway.
+        self._pending = {}
         with self.consumer_context(**kwargs) as (conn, _channel, _consumers):
-            self._pending = {}
             self._live = conn
             try:
                 while not self.should_stop:

@@ -11,6 +11,8 @@ from sqlalchemy import func, select
 
 from shared.bus.amqp import AmqpWorker, ConfirmingPublisher, declare_topology, kombu_queues
 from shared.bus.dispatch import Subscription, TransientError
+from shared.bus.topology import QueueSpec
+from shared.events import LABEL_CREATED
 from tests.support import PROBE_QUEUE, Seen, message_received, probe_store, record
 from tests.waiting import eventually
 
@@ -108,3 +110,38 @@ def test_a_transient_failure_is_retried_until_it_works(broker):
     publish((event.id, event.body()))
     assert eventually(lambda: seen() == 1)
     assert len(attempts) == 4 and dlq_depth() == 0
+
+
+def test_messages_waiting_when_a_worker_subscribes_are_all_handled(pg_settings):
+    """A worker with two queues subscribes one after the other; what the first queue delivers
+    while the second subscribes belongs to the first batch. (It was once dropped from the batch
+    and acknowledged unhandled by the batch's multiple ack: lost after every reconnection.)"""
+    other = QueueSpec("probe", "others", (LABEL_CREATED,))
+    store = probe_store(pg_settings)
+    conn = Connection(pg_settings.broker_url)
+    declare_topology(conn, pg_settings, [PROBE_QUEUE, other])
+    publisher = ConfirmingPublisher(pg_settings)
+    events = [message_received(text=f"waiting {i}") for i in range(40)]
+    publisher.publish([(e.id, "message.received", e.body()) for e in events])
+    worker = AmqpWorker(
+        pg_settings,
+        [
+            Subscription(PROBE_QUEUE, store, {"message.received": record}),
+            Subscription(other, store, {LABEL_CREATED: record}),
+        ],
+    )
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        main = kombu_queues(pg_settings, PROBE_QUEUE)[0](conn.default_channel)
+        assert eventually(lambda: main.queue_declare(passive=True).message_count == 0)
+        assert eventually(lambda: worker.handled == len(events))
+        with store.db.session() as session:
+            handled = set(session.scalars(select(Seen.event_id)))
+        assert handled == {e.id for e in events}
+    finally:
+        worker.should_stop = True
+        thread.join(timeout=30)
+        publisher.close()
+        conn.release()
+        store.db.dispose()
