@@ -28,6 +28,8 @@ FLOWBRIDGE_HANDLERS: dict[str, Handler] = {
 def subscriptions(settings: Settings, store: ServiceStore | None = None) -> list[Subscription]:
     store = store or open_store(settings)
     return [
-        Subscription(CASES_MESSAGES, store, MESSAGE_HANDLERS),
+        Subscription(
+            CASES_MESSAGES, store, MESSAGE_HANDLERS, prepare=handlers.prepare_message_events
+        ),
         Subscription(CASES_DELIVERY, store, FLOWBRIDGE_HANDLERS),
     ]

@@ -51,6 +51,9 @@ class Subscription:
     # Handlers that call the outside world (the flow engine) must not share a transaction:
     # a failure later in a batch would roll back, and so repeat, calls already made.
     batch: bool = True
+    # Called with a batch's new events before their handlers run one by one, in the same
+    # transaction: reads what they will look up (rows by id) in one query per kind.
+    prepare: Callable[[UnitOfWork, list[Envelope]], None] | None = None
 
 
 def backoff(attempt: int, *, base: float = 0.1, cap: float = 5.0) -> float:
@@ -146,6 +149,8 @@ def dispatch_batch(subscription: Subscription, bodies: list[Any], **options: Any
         handlers = [subscription.handlers[envelope.name] for envelope in envelopes]
         with subscription.store.unit_of_work() as uow:
             done = uow.processed_among(consumer, [envelope.id for envelope in envelopes])
+            if subscription.prepare is not None:
+                subscription.prepare(uow, [e for e in envelopes if e.id not in done])
             for envelope, handler in zip(envelopes, handlers, strict=True):
                 if envelope.id in done:
                     continue  # already handled, or twice in this batch
