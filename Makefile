@@ -22,8 +22,8 @@ run: install ## run everything in one process on the embedded default (SQLite + 
 services: ## start the local PostgreSQL and RabbitMQ if installed but stopped, wait until they answer
 	@scripts/ensure-services
 
-test: install services ## install everything and run the test suite (all but the broker fault tests)
-	$(BIN)/pytest -m "not broker_fault"
+test: install services ## install everything and run the whole test suite
+	$(BIN)/pytest
 
 unit: install ## the unit tests only (no servers needed)
 	$(BIN)/pytest tests/unit
@@ -31,7 +31,7 @@ unit: install ## the unit tests only (no servers needed)
 integration: install services ## the integration tests only (real PostgreSQL and RabbitMQ)
 	$(BIN)/pytest tests/integration
 
-fault: install services ## all the fault tests: broker, database and worker killed under load
+fault: install services ## the fault tests alone: broker, database and worker killed under load
 	$(BIN)/pytest -m fault tests/fault
 
 lint: install ## ruff lint and format check
