@@ -27,6 +27,17 @@ def contact_inactive(status: str) -> str:
     return f"contact_{status}"
 
 
+def no_labels_to_mirror(labeled: Mapping[str, Any]) -> bool:
+    """A message.labeled that no org setting can mirror: a simulation, a message the flow engine
+    gave no uuid, or no label synced with the engine among its labels."""
+    return bool(labeled["simulation"]) or not labeled["external_id"] or not labeled["synced"]
+
+
+def no_messages_to_mirror(changed: Mapping[str, Any]) -> bool:
+    """A message.archived or message.restored naming no message the flow engine knows."""
+    return not changed["external_ids"]
+
+
 @dataclass(frozen=True)
 class OrgPolicy:
     """What an org asked flowbridge to do; an org that never sent its settings asks for nothing."""

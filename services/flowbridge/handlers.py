@@ -568,9 +568,7 @@ def mirror_labels(
     Labels are only added: message.labeled carries no version to order a removal by.
     """
     org, data = event.org, event.data
-    if data["simulation"] or not data["external_id"] or not data["synced"]:
-        return
-    if not org_policy(uow.session, org).mirror_labels:
+    if domain.no_labels_to_mirror(data) or not org_policy(uow.session, org).mirror_labels:
         return
     labels = uow.session.scalars(
         select(Label).where(
@@ -614,7 +612,7 @@ def _mirror_visibility(
     uow: UnitOfWork, event: Envelope, engine_for: EngineFor, options: Options, *, archive: bool
 ) -> None:
     org, external_ids = event.org, event.data["external_ids"]
-    if not external_ids or not org_policy(uow.session, org).mirror_archive:
+    if domain.no_messages_to_mirror(event.data) or not org_policy(uow.session, org).mirror_archive:
         return
     with Steps(uow, event, options) as steps:
         engine = engine_for(org)

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 from sqlalchemy.orm import Session
 
-from services.flowbridge import handlers
+from services.flowbridge import domain, handlers
 from services.flowbridge.flow_engine import FlowEngine, NullFlowEngine, RapidProClient
 from services.flowbridge.handlers import DEFAULT_OPTIONS, EngineFor, MakeClient, Options
 from services.flowbridge.models import EngineConnection, open_store
@@ -102,4 +102,16 @@ def subscriptions(
             ev.LABEL_DELETED: handlers.forget_label,
         },
     }
-    return [Subscription(queue, store, routes[queue], batch=False) for queue in routes]
+    # Most message events have nothing to mirror (no synced label): acknowledged without a
+    # transaction, rather than a commit each.
+    skips = {
+        FLOWBRIDGE_MIRROR: {
+            ev.MESSAGE_LABELED: domain.no_labels_to_mirror,
+            ev.MESSAGE_ARCHIVED: domain.no_messages_to_mirror,
+            ev.MESSAGE_RESTORED: domain.no_messages_to_mirror,
+        }
+    }
+    return [
+        Subscription(queue, store, routes[queue], batch=False, skip=skips.get(queue, {}))
+        for queue in routes
+    ]

@@ -10,7 +10,7 @@ import enum
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import exc as sa_exc
@@ -54,6 +54,14 @@ class Subscription:
     # Called with a batch's new events before their handlers run one by one, in the same
     # transaction: reads what they will look up (rows by id) in one query per kind.
     prepare: Callable[[UnitOfWork, list[Envelope]], None] | None = None
+    # By event name: true for an event's data when its handler would do nothing with it. Such
+    # events are acknowledged without a transaction (nothing to record: a repeat does nothing
+    # either), e.g. the many message.labeled that flowbridge has nothing to mirror of.
+    skip: Mapping[str, Callable[[Mapping[str, Any]], bool]] = field(default_factory=dict)
+
+    def skips(self, envelope: Envelope) -> bool:
+        predicate = self.skip.get(envelope.name)
+        return predicate is not None and predicate(envelope.data)
 
 
 def backoff(attempt: int, *, base: float = 0.1, cap: float = 5.0) -> float:
@@ -77,6 +85,8 @@ def dispatch(
     if handler is None:
         log.error("no handler for %s on %s", envelope.name, subscription.queue.consumer)
         return Outcome.DEAD
+    if subscription.skips(envelope):
+        return Outcome.ACK
     with _context_of(envelope):
         return _handle_with_retries(
             subscription, handler, envelope, in_place_budget, sleep, should_stop
@@ -147,19 +157,25 @@ def dispatch_batch(subscription: Subscription, bodies: list[Any], **options: Any
     try:
         envelopes = [read_event(body) for body in bodies]
         handlers = [subscription.handlers[envelope.name] for envelope in envelopes]
-        with subscription.store.unit_of_work() as uow:
-            done = uow.processed_among(consumer, [envelope.id for envelope in envelopes])
-            if subscription.prepare is not None:
-                subscription.prepare(uow, [e for e in envelopes if e.id not in done])
-            for envelope, handler in zip(envelopes, handlers, strict=True):
-                if envelope.id in done:
-                    continue  # already handled, or twice in this batch
-                done.add(envelope.id)
-                uow.cause, uow.correlation_id = envelope, envelope.correlation_id
-                uow.mark_processed(consumer, envelope.id)
-                with _context_of(envelope):
-                    handler(uow, envelope)
-            uow.commit()
+        work = [
+            (envelope, handler)
+            for envelope, handler in zip(envelopes, handlers, strict=True)
+            if not subscription.skips(envelope)
+        ]
+        if work:
+            with subscription.store.unit_of_work() as uow:
+                done = uow.processed_among(consumer, [envelope.id for envelope, _ in work])
+                if subscription.prepare is not None:
+                    subscription.prepare(uow, [e for e, _ in work if e.id not in done])
+                for envelope, handler in work:
+                    if envelope.id in done:
+                        continue  # already handled, or twice in this batch
+                    done.add(envelope.id)
+                    uow.cause, uow.correlation_id = envelope, envelope.correlation_id
+                    uow.mark_processed(consumer, envelope.id)
+                    with _context_of(envelope):
+                        handler(uow, envelope)
+                uow.commit()
         if log.isEnabledFor(logging.DEBUG):
             for envelope in envelopes:
                 with _context_of(envelope):
