@@ -1,0 +1,52 @@
+"""Plans on PostgreSQL: a worker's statements stay index lookups while its tables grow.
+
+psycopg prepares a statement it has run five times, and PostgreSQL may then keep one generic
+plan for it. Made while a service's tables were new (no statistics yet), such a plan looked the
+inbox up by consumer alone and read every row of it: each batch's "which of these did I handle?"
+grew with the inbox. Every connection now asks for a plan made with each execution's values.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from sqlalchemy import insert, text
+
+from tests.support import Inbox, probe_store
+
+pytestmark = pytest.mark.integration
+
+CONSUMER = "probe.messages"
+
+
+def index_tuples_read(session) -> int:
+    """Index entries the current transaction read from the inbox's primary key so far."""
+    return session.execute(
+        text("SELECT pg_stat_get_xact_tuples_returned('inbox_pkey'::regclass)")
+    ).scalar_one()
+
+
+def test_the_inbox_check_reads_only_the_ids_asked_for_after_the_inbox_grew(pg_settings):
+    store = probe_store(pg_settings)
+    try:
+        with store.db.session() as session:
+            # The same session (connection) throughout: the one whose prepared statement it is.
+            uow = store.unit_of_work()
+            uow.session = session
+            wanted = [str(uuid.uuid4()) for _ in range(3)]
+            for _ in range(15):  # prepared after 5, a generic plan considered after 5 more
+                assert uow.processed_among(CONSUMER, wanted) == set()
+            session.commit()
+            session.execute(
+                insert(Inbox),
+                [{"consumer": CONSUMER, "event_id": str(uuid.uuid4())} for _ in range(20_000)],
+            )
+            session.commit()
+            before = index_tuples_read(session)
+            assert uow.processed_among(CONSUMER, wanted) == set()
+            read = index_tuples_read(session) - before
+            session.commit()
+        assert read < 100, f"the inbox check read {read} index entries for 3 ids"
+    finally:
+        store.db.dispose()
