@@ -3,18 +3,21 @@ after the broker comes back."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import threading
 import time
 
 import pytest
 from kombu import Connection
-from sqlalchemy import func, select
+from sqlalchemy import event as sa_event
+from sqlalchemy import func, select, text
 
 from shared.bus import topology
 from shared.bus.amqp import ConfirmingPublisher, kombu_queues
 from shared.relay import Relay
 from tests.support import PROBE_QUEUE, Outbox, message_received, probe_store
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -106,6 +109,53 @@ def test_two_relays_share_the_outbox_without_duplicates(pg_settings, store):
         relay.publisher.close()
     assert unpublished(store) == 0
     assert all(relay.published > 0 for relay in relays)  # both did work
+    assert sorted(drain(pg_settings, len(ids))) == sorted(ids)
+
+
+@contextlib.contextmanager
+def running(relay):
+    thread = threading.Thread(target=relay.run)
+    thread.start()
+    try:
+        yield
+    finally:
+        relay.should_stop = True
+        thread.join(timeout=30)
+
+
+def test_an_idle_relay_only_looks_and_claims_once_rows_wait(pg_settings, store):
+    """Idle, the relay sends one cheap indexed query per look, never the locking claim."""
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    relay = Relay(store, ConfirmingPublisher(pg_settings), idle=0.01)
+    sa_event.listen(store.db.engine, "before_cursor_execute", record)
+    try:
+        with running(relay):
+            time.sleep(0.5)
+            idle = list(statements)
+            ids = emit(store, 20)
+            assert eventually(lambda: unpublished(store) == 0)
+    finally:
+        sa_event.remove(store.db.engine, "before_cursor_execute", record)
+    assert len(idle) >= 10  # it looked, about every 10 ms
+    assert not [s for s in idle if "FOR UPDATE" in s]
+    assert any("FOR UPDATE" in s for s in statements[len(idle) :])
+    assert sorted(drain(pg_settings, len(ids))) == sorted(ids)
+
+
+def test_a_relay_whose_looking_connection_dies_opens_another(pg_settings, store):
+    relay = Relay(store, ConfirmingPublisher(pg_settings), idle=0.01)
+    with running(relay):
+        assert eventually(lambda: relay._look is not None)
+        with store.db.engine.connect() as conn:
+            pid = relay._look.connection.dbapi_connection.info.backend_pid
+            conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        ids = emit(store, 20)
+        assert eventually(lambda: unpublished(store) == 0)
+        assert relay.failing is None
     assert sorted(drain(pg_settings, len(ids))) == sorted(ids)
 
 
