@@ -69,15 +69,19 @@ def connection_options(schema: str) -> str:
 class Database:
     """The engine and session factory of one service."""
 
-    def __init__(self, settings: Settings, service: str, *, pool_size: int = 5) -> None:
+    def __init__(self, settings: Settings, service: str) -> None:
         self.service = service
         self.schema = f"{settings.namespace}_{service}"
         if settings.database_url:
+            # Connections kept open: one per gunicorn thread. With fewer, a busy web process
+            # opened and closed an overflow connection per request (a new PostgreSQL backend
+            # each time). Workers and relays use one or two; a pool opens them only when asked.
+            kept = max(5, settings.web_threads)
             self.engine = create_engine(
                 settings.database_url,
                 pool_pre_ping=True,
-                pool_size=pool_size,
-                max_overflow=pool_size,
+                pool_size=kept,
+                max_overflow=kept,
                 connect_args={"options": connection_options(self.schema), "connect_timeout": 5},
                 hide_parameters=True,  # errors end up in logs: keep message text and URNs out
             )

@@ -1,4 +1,5 @@
-"""Plans on PostgreSQL: a worker's statements stay index lookups while its tables grow.
+"""How the services use PostgreSQL: plans that stay index lookups while tables grow, and a
+connection pool that a busy web process does not churn.
 
 psycopg prepares a statement it has run five times, and PostgreSQL may then keep one generic
 plan for it. Made while a service's tables were new (no statistics yet), such a plan looked the
@@ -8,10 +9,12 @@ grew with the inbox. Every connection now asks for a plan made with each executi
 
 from __future__ import annotations
 
+import dataclasses
+import threading
 import uuid
 
 import pytest
-from sqlalchemy import insert, text
+from sqlalchemy import event, insert, text
 
 from tests.support import Inbox, probe_store
 
@@ -48,5 +51,34 @@ def test_the_inbox_check_reads_only_the_ids_asked_for_after_the_inbox_grew(pg_se
             read = index_tuples_read(session) - before
             session.commit()
         assert read < 100, f"the inbox check read {read} index entries for 3 ids"
+    finally:
+        store.db.dispose()
+
+
+def test_a_burst_on_every_thread_of_a_web_process_opens_no_new_connection(pg_settings):
+    """Webhooks come in bursts: every thread of a gunicorn process busy at once, then idle. With a
+    pool smaller than the threads, each burst opened connections beyond the pool and closed them
+    when the threads went idle again: a new PostgreSQL backend per request past the pool's size."""
+    settings = dataclasses.replace(pg_settings, web_threads=8)
+    store = probe_store(settings)
+    opened = []
+    event.listen(store.db.engine, "connect", lambda *args: opened.append(1))
+    together = threading.Barrier(settings.web_threads)
+
+    def bursts():
+        for _ in range(10):
+            together.wait()  # all threads at once ...
+            with store.db.session() as session:
+                session.execute(text("SELECT pg_sleep(0.01)"))
+                session.commit()
+            together.wait()  # ... and all idle before the next burst
+
+    threads = [threading.Thread(target=bursts) for _ in range(settings.web_threads)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert len(opened) <= settings.web_threads
     finally:
         store.db.dispose()
