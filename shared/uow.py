@@ -6,7 +6,7 @@ events the change causes, and ``uow.commit()``: state, outbox rows and inbox row
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +43,7 @@ class UnitOfWork:
         self.correlation_id = correlation_id or (cause.correlation_id if cause else None)
         self.emitted: list[Envelope] = []
         self._processed: list[dict[str, str]] = []
+        self._rows: dict[str, tuple[Callable[[Session, list[Any]], None], dict[Any, Any]]] = {}
         self.session: Session
 
     def __enter__(self) -> UnitOfWork:
@@ -70,6 +71,16 @@ class UnitOfWork:
         """Queue an already built event for the outbox (``emit`` builds and adds)."""
         self.emitted.append(envelope)
 
+    def rows_to_write(
+        self, kind: str, write: Callable[[Session, list[Any]], None]
+    ) -> dict[Any, Any]:
+        """Rows of one kind that the handlers of this transaction add to (keyed, so a later
+        row replaces an earlier one with the same key) and that ``commit`` hands to ``write``
+        at once: a batch of 50 events costs one statement rather than 50."""
+        if kind not in self._rows:
+            self._rows[kind] = (write, {})
+        return self._rows[kind][1]
+
     def already_processed(self, consumer: str, event_id: str) -> bool:
         inbox = self._inbox()
         found = self.session.execute(
@@ -94,8 +105,12 @@ class UnitOfWork:
         """Write the outbox and inbox rows, then commit them with the state change.
 
         Both are written here, each in one multi-row INSERT: a batch of events costs two
-        statements rather than two per event.
+        statements rather than two per event; so are the handlers' ``rows_to_write``.
         """
+        for write, rows in self._rows.values():
+            if rows:
+                write(self.session, list(rows.values()))
+        self._rows = {}
         if self.emitted:
             self.session.execute(
                 insert(self.store.outbox.__table__),

@@ -166,15 +166,22 @@ def label_message(uow: UnitOfWork, event: Envelope, *, cache: IndexCache) -> Non
         "labels": labels,
         "labeled_at": utcnow(),
     }
-    # A message is labelled once (the inbox sees to that); should ingest ever send the same
-    # message under a new event id, the newest labelling wins.
-    upsert = insert_statement(uow.session, Message.__table__).values(**row)
-    uow.session.execute(
-        upsert.on_conflict_do_update(
-            index_elements=["id"], set_={"labels": labels, "labeled_at": row["labeled_at"]}
-        )
-    )
+    uow.rows_to_write("labeler.messages", _write_messages)[row["id"]] = row
     _emit_labeled(uow, event.org, data, matched)
+
+
+def _write_messages(session: Session, rows: list[dict[str, Any]]) -> None:
+    """A transaction's labelled messages in one upsert. A message is labelled once (the inbox
+    sees to that); should ingest ever send the same message under a new event id, the newest
+    labelling wins."""
+    upsert = insert_statement(session, Message.__table__)
+    session.execute(
+        upsert.on_conflict_do_update(
+            index_elements=["id"],
+            set_={"labels": upsert.excluded.labels, "labeled_at": upsert.excluded.labeled_at},
+        ),
+        rows,
+    )
 
 
 def _emit_labeled(uow: UnitOfWork, org: str, message: Mapping[str, Any], matched) -> None:

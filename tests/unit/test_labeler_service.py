@@ -13,7 +13,7 @@ from services.labeler.worker import subscriptions
 from shared import events as ev
 from shared.bus import topology
 from shared.bus.embedded import EmbeddedBus
-from shared.events import read_event
+from shared.events import new_event, read_event
 from tests.labeler_helpers import (
     ORG,
     in_groups,
@@ -158,3 +158,29 @@ def test_relabel_emits_only_for_messages_whose_labels_changed(labeler):
     assert [e.data["labels"] for e in new] == [[added.data["label_uuid"]]]
     again = handlers.relabel(labeler.store, ORG, days=7, now=now)
     assert again.changed == 0
+
+
+def test_a_message_sent_again_under_a_new_event_id_keeps_its_newest_labels(labeler):
+    """In one batch or in two: the message has one row, with the newest labelling."""
+    from services.labeler.models import Message
+    from shared.bus.dispatch import Outcome, dispatch_batch
+
+    help_label = label_event("Help", [keywords("ajuda")])
+    labeler.publish(help_label)
+    first = message_received("preciso de ajuda")
+
+    def again(text):
+        return new_event(
+            ev.MESSAGE_RECEIVED, org=ORG, producer="ingest", data={**first.data, "text": text}
+        )
+
+    def labels():
+        with labeler.store.db.session() as session:
+            [row] = session.scalars(select(Message)).all()
+        return row.labels
+
+    messages = labeler.subs[0]
+    assert dispatch_batch(messages, [first.body(), again("obrigado").body()]) == [Outcome.ACK] * 2
+    assert labels() == []
+    labeler.publish(again("ajuda outra vez"))
+    assert labels() == [help_label.data["label_uuid"]]
