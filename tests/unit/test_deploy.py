@@ -554,6 +554,24 @@ def test_the_build_context_leaves_out_what_the_image_does_not_need():
     assert not ignored & {"shared", "services", "fakes", "deploy", "pyproject.toml", "README.md"}
 
 
+def test_the_installed_package_carries_every_migration_file():
+    """The image installs the package (pip install .), not the checkout: a migration file that
+    the package data leaves out is missing there (script.py.mako once was, and `upartners db
+    revision` failed in the container)."""
+    import fnmatch
+
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["*"]
+    files = [
+        path.relative_to(path.parents[2] if path.parent.name == "versions" else path.parents[1])
+        for path in (ROOT / "services").glob("*/migrations/**/*")
+        if path.is_file() and "__pycache__" not in path.parts
+    ]
+    assert files
+    left_out = [f for f in files if not any(fnmatch.fnmatch(str(f), p) for p in patterns)]
+    assert left_out == []
+
+
 # --- each check finds a broken file -------------------------------------------------------------
 def broken(compose: Compose, change: Callable[[Compose], None]) -> Compose:
     copy_ = copy.deepcopy(compose)
