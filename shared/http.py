@@ -85,10 +85,12 @@ METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 
 
 def request_id(presented: str | None) -> str:
-    """The caller's ``X-Request-ID`` when it is a short safe token, else a new one."""
+    """The caller's ``X-Request-ID`` when it is a short safe token, else a new one: a UUID in
+    its usual form, which the logs' redaction keeps (a bare hex id starting with eight digits
+    came out of the logs as "[phone]...", and could no longer be searched for)."""
     if presented and REQUEST_ID.match(presented):
         return presented
-    return uuid.uuid4().hex
+    return str(uuid.uuid4())
 
 
 def instrument(app: Flask, service: str) -> None:

@@ -200,8 +200,17 @@ def test_a_request_id_is_answered_and_only_a_safe_one_is_taken_over(settings):
     finally:
         store.db.dispose()
     assert mine.headers["X-Request-ID"] == "req-12345678"
-    assert len(unsafe.headers["X-Request-ID"]) == 32  # replaced by a new one
-    assert len(none.headers["X-Request-ID"]) == 32
+    assert len(unsafe.headers["X-Request-ID"]) == 36  # replaced by a new one
+    assert len(none.headers["X-Request-ID"]) == 36
+
+
+def test_request_ids_of_our_own_come_out_of_the_logs_whole():
+    """Redaction turns long digit runs into [phone]; the ids we make must never look like one."""
+    from shared.http import request_id
+
+    made = [request_id(None) for _ in range(2000)]
+    assert [i for i in made if redact(f"correlation_id={i}") != f"correlation_id={i}"] == []
+    assert redact("12345678e4bcba3fdcaaa918c1607abc") != "12345678e4bcba3fdcaaa918c1607abc"
 
 
 def test_the_cases_app_serves_metrics_without_a_token(world):
