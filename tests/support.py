@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy import String
+import contextlib
+from collections.abc import Iterator
+
+from sqlalchemy import String, event
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.bus.topology import QueueSpec
@@ -65,3 +68,20 @@ def message_received(text: str = "hello", org: str = "demo", **data: object) -> 
         **data,
     }
     return new_event(MESSAGE_RECEIVED, org=org, producer="test", data=payload)
+
+
+@contextlib.contextmanager
+def counted(engine) -> Iterator[list[str]]:
+    """The SQL statements the engine sends while inside, in order, whitespace squeezed (without
+    the BEGIN, COMMIT and ROLLBACK that SQLite's driver sends as statements and psycopg not)."""
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, parameters, context, executemany):
+        if not statement.startswith(("BEGIN", "COMMIT", "ROLLBACK")):
+            statements.append(" ".join(statement.split()))
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", count)

@@ -10,13 +10,12 @@ import time
 
 import pytest
 from kombu import Connection
-from sqlalchemy import event as sa_event
 from sqlalchemy import func, select, text
 
 from shared.bus import topology
 from shared.bus.amqp import ConfirmingPublisher, kombu_queues
 from shared.relay import Relay
-from tests.support import PROBE_QUEUE, Outbox, message_received, probe_store
+from tests.support import PROBE_QUEUE, Outbox, counted, message_received, probe_store
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -125,21 +124,12 @@ def running(relay):
 
 def test_an_idle_relay_only_looks_and_claims_once_rows_wait(pg_settings, store):
     """Idle, the relay sends one cheap indexed query per look, never the locking claim."""
-    statements: list[str] = []
-
-    def record(conn, cursor, statement, *args):
-        statements.append(statement)
-
     relay = Relay(store, ConfirmingPublisher(pg_settings), idle=0.01)
-    sa_event.listen(store.db.engine, "before_cursor_execute", record)
-    try:
-        with running(relay):
-            time.sleep(0.5)
-            idle = list(statements)
-            ids = emit(store, 20)
-            assert eventually(lambda: unpublished(store) == 0)
-    finally:
-        sa_event.remove(store.db.engine, "before_cursor_execute", record)
+    with counted(store.db.engine) as statements, running(relay):
+        time.sleep(0.5)
+        idle = list(statements)
+        ids = emit(store, 20)
+        assert eventually(lambda: unpublished(store) == 0)
     assert len(idle) >= 10  # it looked, about every 10 ms
     assert not [s for s in idle if "FOR UPDATE" in s]
     assert any("FOR UPDATE" in s for s in statements[len(idle) :])

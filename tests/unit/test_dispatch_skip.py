@@ -3,32 +3,23 @@ no statement, no inbox row. Everything else is handled as before, alone or in a 
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 
 from shared.bus.dispatch import Outcome, Subscription, dispatch, dispatch_batch
 from shared.events import MESSAGE_RECEIVED
-from tests.support import PROBE_QUEUE, Inbox, Seen, message_received, probe_store, record
+from tests.support import (
+    PROBE_QUEUE,
+    Inbox,
+    Seen,
+    counted,
+    message_received,
+    probe_store,
+    record,
+)
 
 
 def quiet(data) -> bool:
     return data["text"] == "nothing to do"
-
-
-@contextlib.contextmanager
-def statements(engine) -> Iterator[list[str]]:
-    sent: list[str] = []
-
-    def count(conn, cursor, statement, *args):
-        sent.append(statement)
-
-    event.listen(engine, "before_cursor_execute", count)
-    try:
-        yield sent
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
 
 
 def rows(store, model) -> int:
@@ -46,7 +37,7 @@ def subscription(settings) -> Subscription:
 def test_a_skipped_event_is_acknowledged_without_touching_the_database(settings):
     sub = subscription(settings)
     skipped = message_received("nothing to do")
-    with statements(sub.store.db.engine) as sent:
+    with counted(sub.store.db.engine) as sent:
         assert dispatch(sub, skipped.body()) is Outcome.ACK
     assert sent == []
     assert rows(sub.store, Inbox) == 0 and rows(sub.store, Seen) == 0
@@ -81,6 +72,6 @@ def test_a_batch_with_nothing_to_do_opens_no_transaction(settings):
         message_received("nothing to do", message_id=f"8a0c6a7e-0000-4000-8000-00000000030{i}")
         for i in range(2)
     ]
-    with statements(sub.store.db.engine) as sent:
+    with counted(sub.store.db.engine) as sent:
         assert dispatch_batch(sub, [e.body() for e in batch]) == [Outcome.ACK] * 2
     assert sent == []

@@ -8,7 +8,6 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import delete, select
-from sqlalchemy import event as sa_event
 
 from services.flowbridge.flow_engine import (
     FlowEngineConfigError,
@@ -51,6 +50,7 @@ from tests.flowbridge_helpers import (
     outgoing_requested,
     running_bridge,
 )
+from tests.support import counted
 
 
 @pytest.fixture
@@ -557,16 +557,8 @@ def test_message_events_with_nothing_to_mirror_are_acknowledged_without_a_transa
         messages_archived([]),
         messages_archived([], restored=True),
     ]
-    sent: list[str] = []
-
-    def record(conn, cursor, statement, *args):
-        sent.append(statement)
-
-    sa_event.listen(bridge.store.db.engine, "before_cursor_execute", record)
-    try:
+    with counted(bridge.store.db.engine) as sent:
         assert [bridge.deliver(e) for e in nothing] == [Outcome.ACK] * len(nothing)
-    finally:
-        sa_event.remove(bridge.store.db.engine, "before_cursor_execute", record)
     assert sent == []
     assert bridge.requests("message_actions") == []
     with bridge.store.db.session() as session:

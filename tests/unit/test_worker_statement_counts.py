@@ -9,16 +9,15 @@ use no dialect-specific round trips).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from shared.bus.dispatch import Outcome, dispatch, dispatch_batch
 from shared.events import MESSAGE_LABELED
 from tests.cases_helpers import CasesWorld, ids, message_labeled, message_received, new_uuid
+from tests.support import counted
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -28,22 +27,6 @@ def any_world(request):
     world = CasesWorld(settings)
     yield world
     world.close()
-
-
-@contextlib.contextmanager
-def counted(engine) -> Iterator[list[str]]:
-    """The statements the engine sends while inside, in order."""
-    statements: list[str] = []
-
-    def count(conn, cursor, statement, parameters, context, executemany):
-        if not statement.startswith(("BEGIN", "COMMIT", "ROLLBACK")):  # SQLite's, not PG's
-            statements.append(" ".join(statement.split()[:8]))
-
-    event.listen(engine, "before_cursor_execute", count)
-    try:
-        yield statements
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
 
 
 def messages_sub(world: CasesWorld):
