@@ -33,10 +33,9 @@ def index_tuples_read(session) -> int:
 def test_the_inbox_check_reads_only_the_ids_asked_for_after_the_inbox_grew(pg_settings):
     store = probe_store(pg_settings)
     try:
-        with store.db.session() as session:
-            # The same session (connection) throughout: the one whose prepared statement it is.
-            uow = store.unit_of_work()
-            uow.session = session
+        # One unit of work, so one connection throughout: the one whose prepared statement it is.
+        with store.unit_of_work() as uow:
+            session = uow.session
             wanted = [str(uuid.uuid4()) for _ in range(3)]
             for _ in range(15):  # prepared after 5, a generic plan considered after 5 more
                 assert uow.processed_among(CONSUMER, wanted) == set()

@@ -563,8 +563,9 @@ def test_the_installed_package_carries_every_migration_file():
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     patterns = pyproject["tool"]["setuptools"]["package-data"]["*"]
     files = [
-        path.relative_to(path.parents[2] if path.parent.name == "versions" else path.parents[1])
-        for path in (ROOT / "services").glob("*/migrations/**/*")
+        path.relative_to(service)  # as the patterns see it: migrations/..., per package
+        for service in (ROOT / "services").iterdir()
+        for path in (service / "migrations").rglob("*")
         if path.is_file() and "__pycache__" not in path.parts
     ]
     assert files
