@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import re
 from collections.abc import Iterable
+
+TIMESTAMP = re.compile(r"[0-9]{1,12}")
 
 
 def new_secret() -> str:
@@ -42,11 +45,11 @@ def signature_matches(
     now: float,
     window: int,
 ) -> bool:
-    try:
-        sent_at = int(timestamp)
-    except ValueError:
+    # Unix seconds: plain ASCII digits, at most 12 of them. int() alone would take "1_0", " 10"
+    # or 400 digits, and a float comparison with a huge int raises OverflowError.
+    if not TIMESTAMP.fullmatch(timestamp):
         return False
-    if abs(now - sent_at) > window:
+    if abs(now - int(timestamp)) > window:
         return False
     presented = presented.removeprefix("sha256=")
     matched = False

@@ -43,6 +43,8 @@ def receive_flow_webhook(org: str):
     if not handlers.authenticate(
         secrets, org, _credentials(), raw_body, window=settings.signature_window
     ):
+        # One line, never the credentials: a flow engine with a stale secret shows up here.
+        log.warning("refused a webhook for org %r: missing or invalid credentials", org[:64])
         raise ApiError(401, "UNAUTHORIZED", "Missing or invalid webhook credentials.")
     try:
         inbound = parse_webhook(raw_body, request.headers.get("Content-Type"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
@@ -114,16 +115,36 @@ def test_signed_delivery(ingest):
         lambda secret, body: signed_headers("not-the-secret", body),
         lambda secret, body: signed_headers(secret, body + b" "),  # body changed in transit
         lambda secret, body: signed_headers(secret, body, at=1_000_000),  # replayed long after
+        lambda secret, body: {"X-UPartners-Signature": "x", "X-UPartners-Timestamp": "9" * 400},
+        lambda secret, body: {"X-UPartners-Signature": "x", "X-UPartners-Timestamp": "9" * 5000},
+        lambda secret, body: {"X-UPartners-Signature": "x", "X-UPartners-Timestamp": "-5"},
+        lambda secret, body: {"X-UPartners-Signature": "x", "X-UPartners-Timestamp": "1_0"},
     ],
-    ids=["none", "wrong-token", "wrong-scheme", "wrong-key", "tampered", "stale"],
+    ids=[
+        "none",
+        "wrong-token",
+        "wrong-scheme",
+        "wrong-key",
+        "tampered",
+        "stale",
+        "timestamp-overflows-a-float",
+        "timestamp-over-int-digit-limit",
+        "timestamp-negative",
+        "timestamp-underscore",
+    ],
 )
-def test_wrong_credentials_get_401_and_write_nothing(ingest, make_headers):
+def test_wrong_credentials_get_401_and_write_nothing(ingest, make_headers, caplog):
     client, store, secret = ingest
     body = fixture("resthook.json")
-    response = client.post(URL, data=body, headers=make_headers(secret, body))
+    with caplog.at_level("DEBUG"):
+        response = client.post(URL, data=body, headers=make_headers(secret, body))
     assert response.status_code == 401
     assert response.json["error"] == "UNAUTHORIZED"
     assert counts(store) == (0, 0)
+    # one line saying why, no traceback, never the presented credential
+    [record] = [r for r in caplog.records if r.levelno >= logging.INFO]
+    assert "invalid credentials" in record.getMessage() and record.exc_info is None
+    assert secret not in caplog.text and "wrong" not in caplog.text
 
 
 def test_another_orgs_secret_is_refused(ingest):
