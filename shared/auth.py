@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import secrets
 import re
+import secrets
 from collections.abc import Iterable
 
 TIMESTAMP = re.compile(r"[0-9]{1,12}")

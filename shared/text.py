@@ -1,10 +1,28 @@
 """Text that no service stores: NUL characters (PostgreSQL refuses them) and unpaired
-surrogates (not encodable as UTF-8). Every HTTP service checks its input with these."""
+surrogates (not encodable as UTF-8); and the one JSON decoder of request bodies. Every HTTP
+service checks its input with these."""
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 BAD_STRING_MESSAGE = "Must not contain NUL characters or unpaired surrogates."
 BAD_KEY_MESSAGE = "Must not contain a key with NUL characters or unpaired surrogates."
+
+
+def loads_json(text: str | bytes) -> Any:
+    """Decode a JSON document, or raise ``ValueError``: for bad syntax, for ``NaN`` and
+    ``Infinity`` (not JSON), and for nesting too deep for the decoder (a RecursionError, which
+    would otherwise escape as a 500)."""
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def has_forbidden_chars(value: str) -> bool:

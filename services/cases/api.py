@@ -25,6 +25,7 @@ from services.cases.domain import (
     NotFound,
 )
 from shared.http import ApiError, error_response, health_blueprint
+from shared.text import loads_json
 from shared.uow import ServiceStore
 
 bp = Blueprint("cases", __name__, url_prefix="/api/v1")
@@ -90,9 +91,12 @@ def _body(schema: type[Schema]) -> dict[str, Any]:
     if not raw.strip():
         data: Any = {}
     else:
-        data = request.get_json(force=True, silent=True)
-        if data is None:
-            raise ApiError(400, "INVALID_JSON", "The body is not JSON.", {"_body": ["Not JSON."]})
+        try:
+            data = loads_json(raw)
+        except ValueError:
+            raise ApiError(
+                400, "INVALID_JSON", "The body is not JSON.", {"_body": ["Not JSON."]}
+            ) from None
     if not isinstance(data, dict):
         raise ApiError(
             400,

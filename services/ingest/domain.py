@@ -58,6 +58,7 @@ from shared.text import (
     BAD_STRING_MESSAGE,
     find_bad_strings,
     has_forbidden_chars,
+    loads_json,
 )
 
 Shape = Literal["editor", "resthook", "upartners", "legacy_form"]
@@ -242,8 +243,8 @@ def _parse_json(raw_body: bytes) -> InboundMessage:
     if text.startswith("\ufeff"):
         text = text[1:]
     try:
-        document = json.loads(text, parse_constant=schemas.refuse_json_constant)
-    except (ValueError, RecursionError):
+        document = loads_json(text)
+    except ValueError:
         raise InvalidWebhook(
             "The body is not valid JSON.", {BODY_FIELD: ["Not valid JSON."]}
         ) from None

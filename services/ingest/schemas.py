@@ -21,7 +21,6 @@ The schemas only load: they never dump. They are pure (no I/O).
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Callable
@@ -30,7 +29,7 @@ from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, pre_load
 
-from shared.text import find_bad_strings
+from shared.text import find_bad_strings, loads_json
 
 MAX_ID_LENGTH = 64
 """The longest identifier (uuid) accepted; the ingest tables store them as ``String(64)``."""
@@ -411,8 +410,8 @@ class JsonStringList(fields.Field):
         if not value.strip():
             return []
         try:
-            document = json.loads(value, parse_constant=refuse_json_constant)
-        except (ValueError, RecursionError) as exc:
+            document = loads_json(value)
+        except ValueError as exc:
             raise self.make_error("json") from exc
         if not isinstance(document, list):
             raise self.make_error("list")
@@ -420,11 +419,6 @@ class JsonStringList(fields.Field):
         if bad:
             raise ValidationError(bad)
         return [self._item.load(entry) if isinstance(entry, dict) else None for entry in document]
-
-
-def refuse_json_constant(name: str) -> Any:
-    """``json.loads`` hook refusing ``NaN`` and ``Infinity``, which are not JSON."""
-    raise ValueError(f"{name} is not JSON")
 
 
 class LegacyFormSchema(_Base):

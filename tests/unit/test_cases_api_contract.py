@@ -67,6 +67,9 @@ JUNK_BODIES = [
     b'{"partner": 99999999999999999999999, "user": false, "rule": [{"type": "keywords"}]}',
     b'{"name": "' + b"x" * 5000 + b'", "email": "not-an-email", "role": "emperor"}',
     b'{"warning_days": -1, "timezone": "../../etc/passwd", "suspend_groups": "g"}',
+    b'{"warning_days": NaN, "note": Infinity}',
+    b"[" * 1000 + b"]" * 1000,  # deeper than the JSON decoder recurses
+    b'{"note": ' * 1000 + b"1" + b"}" * 1000,
 ]
 
 
@@ -118,6 +121,23 @@ def test_invalid_bodies_name_their_fields(world, ids_of):
     assert set(response.json["fields"]) == {"name", "synced", "colour"}
     not_json = world.client.post("/api/v1/labels", data=b"{", headers=world.admin.headers)
     assert not_json.status_code == 400 and not_json.json["error"] == "INVALID_JSON"
+
+
+@pytest.mark.parametrize(
+    "body", [b"[" * 1000 + b"]" * 1000, b'{"a": ' * 1000 + b"1" + b"}" * 1000, b'{"a": NaN}']
+)
+def test_bodies_the_decoder_refuses_are_invalid_json_for_an_agent_too(world, body):
+    agent = world.user(world.partner())
+    paths = document()["paths"]
+    checked = 0
+    for method, path in sorted(url_map_operations(world.app)):
+        if "requestBody" not in paths[path][method] or "{" in path:
+            continue
+        response = world.client.open(path, method=method.upper(), data=body, headers=agent.headers)
+        assert response.status_code == 400, (method, path, response.status_code)
+        assert response.json["error"] == "INVALID_JSON", (method, path, response.json)
+        checked += 1
+    assert checked >= 5
 
 
 @pytest.mark.parametrize(
