@@ -1903,10 +1903,15 @@ def _assignees(
     user = None
     if user_id is not None:
         user = session.get(User, user_id)
-        if user is None or user.org != actor.org or not user.active:
-            raise Invalid({"user": ["Unknown user."]})
-        if user.partner_id != partner.id:
-            raise Invalid({"user": ["The user does not belong to the assignee partner."]})
+        # One answer for "no such user" and "someone else's user": GET /users/<id> answers 404
+        # for both, so this must not tell them apart either.
+        if (
+            user is None
+            or user.org != actor.org
+            or not user.active
+            or user.partner_id != partner.id
+        ):
+            raise Invalid({"user": ["No active user of the assignee partner has this id."]})
     return partner, user
 
 

@@ -140,6 +140,31 @@ def test_bad_open_requests(world, helpline, body, status, field):
     assert world.events(ev.CASE_OPENED) == []
 
 
+def test_an_unknown_user_and_another_partners_user_get_the_same_answer(world, helpline):
+    """GET /users/<id> answers 404 for both: opening or reassigning must not tell them apart."""
+    h = helpline
+    agent, outsider = h["agent"], h["outsider"]
+    message = world.message([h["label"]])
+    opened = [
+        world.post(
+            agent,
+            "/api/v1/cases",
+            {"summary": "x", "partner": h["partner"], "user": user, "message": message},
+        )
+        for user in ("u-does-not-exist", outsider.id)
+    ]
+    assert [r.status_code for r in opened] == [422, 422]
+    assert opened[0].json == opened[1].json
+    case_id = world.open_case(agent, message, h["partner"])["id"]
+    reassigned = [
+        world.post(agent, f"/api/v1/cases/{case_id}/reassign", {"user": user})
+        for user in ("u-does-not-exist", outsider.id)
+    ]
+    assert [r.status_code for r in reassigned] == [422, 422]
+    assert reassigned[0].json == reassigned[1].json == opened[0].json
+    assert world.get(agent, f"/api/v1/users/{outsider.id}").status_code == 404
+
+
 # --- messages while a case is open --------------------------------------------------------------
 def test_messages_while_open_go_into_the_case_and_after_close_to_the_inbox(world, helpline):
     h = helpline
