@@ -303,27 +303,41 @@ def authenticate(store: ServiceStore, token: str) -> Actor | None:
         )
         if user is None:
             return None
-        restricted, labels = False, frozenset[str]()
-        if user.partner_id is not None:
-            partner = session.get(Partner, user.partner_id)
-            restricted = bool(partner and partner.restricted)
-            if restricted:
-                labels = frozenset(
-                    session.scalars(
-                        select(PartnerLabel.label_id).where(
-                            PartnerLabel.partner_id == user.partner_id
-                        )
-                    )
-                )
-        return Actor(
+        return _actors_of(session, [user])[user.id]
+
+
+def _actors_of(session: Session, users: Sequence[User]) -> dict[str, Actor]:
+    """Each user as the visibility rules see them: role, partner, and a restricted partner's
+    labels. Three queries at most, however many users."""
+    partner_ids = {u.partner_id for u in users if u.partner_id is not None}
+    restricted: set[str] = set()
+    labels: dict[str, set[str]] = {}
+    if partner_ids:
+        restricted = set(
+            session.scalars(
+                select(Partner.id).where(Partner.id.in_(partner_ids), Partner.restricted)
+            )
+        )
+    if restricted:
+        rows = session.execute(
+            select(PartnerLabel.partner_id, PartnerLabel.label_id).where(
+                PartnerLabel.partner_id.in_(restricted)
+            )
+        )
+        for partner_id, label_id in rows:
+            labels.setdefault(partner_id, set()).add(label_id)
+    return {
+        user.id: Actor(
             org=user.org,
             user_id=user.id,
             name=user.name,
             role=user.role,
             partner_id=user.partner_id,
-            restricted=restricted,
-            partner_labels=labels,
+            restricted=user.partner_id in restricted,
+            partner_labels=frozenset(labels.get(user.partner_id or "", ())),
         )
+        for user in users
+    }
 
 
 def bootstrap_org(
@@ -2104,22 +2118,54 @@ def _watch(session: Session, case_id: str, user_ids: Iterable[str | None]) -> No
         )
 
 
+def _readers(session: Session, case: Case, user_ids: Iterable[str]) -> list[str]:
+    """Those of ``user_ids`` who may read the case now (active, and with access by the same
+    rule as GET /cases/<id>). A watcher who lost access (the case went to another partner, or
+    lost the label their partner sees) stops watching: they would be told of a case they cannot
+    open, with the names of another partner's people."""
+    wanted = list(dict.fromkeys(user_ids))
+    if not wanted:
+        return []
+    users = session.scalars(select(User).where(User.id.in_(wanted), User.org == case.org)).all()
+    actors = _actors_of(session, users)
+    active = {u.id for u in users if u.active}
+    labels = _case_label_ids(session, case.id)
+    readers, lost = [], []
+    for user_id in wanted:
+        actor = actors.get(user_id)
+        if actor is None or case_access(actor, case.partner_id, labels) is Access.NONE:
+            lost.append(user_id)
+        elif user_id in active:
+            readers.append(user_id)
+    if lost:
+        session.execute(
+            delete(CaseWatcher).where(CaseWatcher.case_id == case.id, CaseWatcher.user_id.in_(lost))
+        )
+    return readers
+
+
+def _drop_watchers_without_access(session: Session, case: Case) -> None:
+    """After a reassignment or a change of labels: who can no longer read the case stops
+    watching it."""
+    _readers(session, case, _watchers(session, case.id))
+
+
 def _notify(
     session: Session, case: Case, kind: str, actor_id: str | None, user_ids: Iterable[str]
 ) -> None:
+    """Tell these users (never the one who acted) what happened, if they may read the case."""
     now = utcnow()
-    for user_id in dict.fromkeys(user_ids):
-        if user_id != actor_id:
-            session.add(
-                Notification(
-                    id=new_id(),
-                    user_id=user_id,
-                    case_id=case.id,
-                    kind=kind,
-                    actor_id=actor_id,
-                    created_at=now,
-                )
+    for user_id in _readers(session, case, (u for u in user_ids if u != actor_id)):
+        session.add(
+            Notification(
+                id=new_id(),
+                user_id=user_id,
+                case_id=case.id,
+                kind=kind,
+                actor_id=actor_id,
+                created_at=now,
             )
+        )
 
 
 def list_cases(
@@ -2396,6 +2442,7 @@ def reassign_case(
                 assignee_partner=_person(new_partner),
                 assignee_user=_person(new_user),
             )
+            _drop_watchers_without_access(session, case)
             if new_user is not None:
                 _watch(session, case.id, [new_user.id])
                 _notify(session, case, "assigned", actor.user_id, [new_user.id])
@@ -2434,6 +2481,7 @@ def set_case_labels(
             )
             _case_changed(case)
             _emit_case(uow, session, case, ev.CASE_LABELS_CHANGED, labels=sorted(wanted))
+            _drop_watchers_without_access(session, case)
             uow.commit()
         return _case_views(session, actor, _ensure_org(session, actor.org), [case])[0]
 
@@ -2567,6 +2615,12 @@ def watch_case(store: ServiceStore, actor: Actor, case_id: str, watching: bool) 
 
 
 # --- notifications ------------------------------------------------------------------------------
+def _notification_visibility(actor: Actor) -> Any:
+    """A notification shows only while its reader may read its case (checked again on every
+    read: access can be lost after the notification was written)."""
+    return exists().where(Case.id == Notification.case_id, _case_visibility(actor))
+
+
 def list_notifications(
     store: ServiceStore,
     actor: Actor,
@@ -2577,7 +2631,7 @@ def list_notifications(
 ) -> Page:
     with store.unit_of_work() as uow:
         session = uow.session
-        conditions = [Notification.user_id == actor.user_id]
+        conditions = [Notification.user_id == actor.user_id, _notification_visibility(actor)]
         if unread:
             conditions.append(Notification.read_at.is_(None))
         page, next_cursor = _newest_first(
@@ -2603,8 +2657,14 @@ def mark_notification_read(
 ) -> NotificationView:
     with store.unit_of_work() as uow:
         session = uow.session
-        notification = session.get(Notification, notification_id)
-        if notification is None or notification.user_id != actor.user_id:
+        notification = session.scalar(
+            select(Notification).where(
+                Notification.id == notification_id,
+                Notification.user_id == actor.user_id,
+                _notification_visibility(actor),
+            )
+        )
+        if notification is None:
             raise NotFound("notification")
         if notification.read_at is None:
             notification.read_at = utcnow()
@@ -2624,7 +2684,9 @@ def mark_all_notifications_read(store: ServiceStore, actor: Actor) -> int:
     with store.unit_of_work() as uow:
         rows = uow.session.scalars(
             select(Notification).where(
-                Notification.user_id == actor.user_id, Notification.read_at.is_(None)
+                Notification.user_id == actor.user_id,
+                Notification.read_at.is_(None),
+                _notification_visibility(actor),
             )
         ).all()
         now = utcnow()

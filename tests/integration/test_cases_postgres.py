@@ -20,6 +20,12 @@ from shared.events import read_event
 from shared.relay import Relay
 from tests.cases_helpers import CasesWorld, ids, message_labeled, message_received
 
+# The same story on PostgreSQL: its notification query nests the case visibility rule.
+from tests.unit.test_cases_cases import (  # noqa: F401 (a fixture and a test, collected here)
+    helpline,
+    test_notifications_never_outlive_access_to_the_case,
+)
+
 pytestmark = pytest.mark.integration
 
 WATCH = QueueSpec("watch", "cases", (ev.CASE_OPENED,))

@@ -440,3 +440,37 @@ def test_notifications_for_watchers_and_assignees(world, helpline):
     assert world.post(manager, f"/api/v1/notifications/{first['id']}/read").status_code == 404
     assert world.ok(world.post(agent, "/api/v1/notifications/read"))["marked"] == 2
     assert kinds(agent, unread="true") == []
+
+
+def test_notifications_never_outlive_access_to_the_case(world, helpline):
+    """A restricted agent who watched a case hears nothing more of it once it went to another
+    partner without her label, sees none of its notifications, and stops watching it."""
+    h = helpline
+    agent, admin, outsider = h["agent"], world.admin, h["outsider"]
+    cid = world.open_case(admin, world.message([h["label"]], contact=CONTACT), h["partner"])["id"]
+    world.ok(world.call(agent, "PUT", f"/api/v1/cases/{cid}/watch"))
+    world.post(admin, f"/api/v1/cases/{cid}/notes", {"note": "before"})
+
+    def kinds(person):
+        items = world.ok(world.get(person, "/api/v1/notifications"))["items"]
+        return [(n["kind"], n["case"]) for n in items]
+
+    assert kinds(agent) == [("note", cid)]
+    world.ok(world.post(admin, f"/api/v1/cases/{cid}/reassign", {"partner": h["other"]}))
+    world.ok(world.call(admin, "PUT", f"/api/v1/cases/{cid}/labels", {"labels": []}))
+    assert world.get(agent, f"/api/v1/cases/{cid}").status_code == 404
+    assert kinds(agent) == []
+
+    world.post(admin, f"/api/v1/cases/{cid}/notes", {"note": "after"})
+    world.post(outsider, f"/api/v1/cases/{cid}/reply", {"text": "hello"})
+    world.message([], contact=CONTACT)  # the contact writes into the case
+    assert kinds(agent) == []
+    assert world.post(agent, "/api/v1/notifications/read").json["marked"] == 0
+
+    # Access back through the label: the old note shows again, but nothing written meanwhile,
+    # and she no longer watches (she would have to choose to again).
+    world.ok(world.call(admin, "PUT", f"/api/v1/cases/{cid}/labels", {"labels": [h["label"]]}))
+    assert kinds(agent) == [("note", cid)]
+    assert world.ok(world.get(agent, f"/api/v1/cases/{cid}"))["watching"] is False
+    world.post(admin, f"/api/v1/cases/{cid}/notes", {"note": "later"})
+    assert kinds(agent) == [("note", cid)]
