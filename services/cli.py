@@ -109,6 +109,12 @@ def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
     candidates = [REPO_ROOT, Path.cwd()]
     configs = [p / "deploy" / "gunicorn" / f"{args.service}.py" for p in candidates]
     argv = [sys.executable, "-m", "gunicorn", "--bind", args.bind]
+    ops_port = args.ops_port if args.ops_port is not None else settings.ops_port
+    if ops_port is not None:
+        # A second listener of the same gunicorn: /metrics answers there only (shared/http.py).
+        host = args.bind.rsplit(":", 1)[0] if ":" in args.bind else "0.0.0.0"
+        argv += ["--bind", f"{host}:{ops_port}"]
+        os.environ["UPARTNERS_OPS_PORT"] = str(ops_port)  # the app's settings read it
     if config := next((c for c in configs if c.exists()), None):
         argv += ["--config", str(config)]
     argv.append(f"services.{args.service}.app:create_app()")
@@ -359,6 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     web = sub.add_parser("web", help="an HTTP service under gunicorn")
     web.add_argument("service", choices=["ingest", "cases"])
     web.add_argument("--bind", default="0.0.0.0:8000")
+    web.add_argument("--ops-port", type=int, help=OPS_PORT_HELP)
     web.set_defaults(func=cmd_web)
 
     worker = sub.add_parser("worker", help="a service's event consumer")

@@ -25,8 +25,9 @@ from services import cli, demo
 from services.cases.app import create_app as create_cases_app
 from services.flowbridge.worker import rapidpro_client
 from services.ingest.app import create_app as create_ingest_app
-from shared import metrics
+from shared import metrics, ops
 from shared.bus.embedded import EmbeddedBus, EmbeddedWorker
+from shared.http import JsonErrorRequestHandler
 from shared.listening import stop_listening
 from shared.relay import Relay
 from shared.settings import Settings
@@ -66,9 +67,10 @@ def run_embedded(settings: Settings, *, host: str, port: int, engine_port: int |
         create_ingest_app(settings, stores["ingest"]),
         create_cases_app(settings, stores["cases"]),
     )
-    server = make_server(host, port, app, threaded=True)
+    server = make_server(host, port, app, threaded=True, request_handler=JsonErrorRequestHandler)
     _drain_before_close(server)
     _on_stop_signal(lambda: _stop(server, loops))
+    ops_server = _ops_server(settings, stores) if settings.ops_port is not None else None
     engine_thread = _serve_in_thread(engine) if engine is not None else None
     engine_url = f"http://{host}:{engine.server_port}" if engine is not None else None
     try:
@@ -94,6 +96,8 @@ def run_embedded(settings: Settings, *, host: str, port: int, engine_port: int |
             engine.server_close()
             engine_thread.join()
         server.server_close()
+        if ops_server is not None:
+            ops_server.stop()
         bus.close()
         for store in stores.values():
             store.db.dispose()
@@ -106,6 +110,14 @@ def _engine_server(settings: Settings, host: str, port: int):
     return make_server(
         host, port, create_fake_app(seed="demo", state_file=state_file), threaded=True
     )
+
+
+def _ops_server(settings: Settings, stores) -> ops.OpsServer:
+    """/healthz, /readyz and /metrics (every service's, this process's one registry) on
+    UPARTNERS_OPS_PORT, as a worker's; the public port does not serve /metrics."""
+    assert settings.ops_port is not None
+    ready = ops.database(stores.values())
+    return ops.OpsServer(settings.ops_port, alive=lambda: None, ready=ready).start()
 
 
 def _serve_in_thread(server) -> threading.Thread:
@@ -155,7 +167,7 @@ def _wait_until_handled(bus: EmbeddedBus, settings: Settings) -> None:
 
 def _one_site(ingest_app, cases_app):
     """One HTTP server for both web services: /api/ is the cases API, the rest is ingest's
-    (webhooks, /healthz, /readyz, and /metrics: this process's one registry, every service)."""
+    (webhooks, /healthz, /readyz)."""
 
     def application(environ, start_response):
         app = cases_app if environ.get("PATH_INFO", "").startswith("/api/") else ingest_app

@@ -5,10 +5,10 @@ and optionally the contract fake of the flow engine; stops them all (SIGTERM, by
 when interrupted or when one of them dies. The end-to-end tests start the same processes.
 
 Ports, counted from ``base_port``: ingest +0, cases +1, the fake flow engine +2; then each
-worker's and relay's ops port (``/healthz``, ``/readyz``, ``/metrics``, passed to that process
-alone as UPARTNERS_OPS_PORT): worker-labeler +3, worker-flowbridge +4, worker-cases +5,
-relay-ingest +6, relay-labeler +7, relay-flowbridge +8, relay-cases +9. Ten ports in all
-(``PORTS``), whichever processes run.
+process's ops port (``/healthz``, ``/readyz``, ``/metrics``, passed to that process alone as
+UPARTNERS_OPS_PORT): worker-labeler +3, worker-flowbridge +4, worker-cases +5, relay-ingest
++6, relay-labeler +7, relay-flowbridge +8, relay-cases +9, web-ingest +10, web-cases +11.
+Twelve ports in all (``PORTS``), whichever processes run.
 """
 
 from __future__ import annotations
@@ -37,8 +37,11 @@ OFFSETS = {
     "relay-labeler": 7,
     "relay-flowbridge": 8,
     "relay-cases": 9,
+    "web-ingest": 10,
+    "web-cases": 11,
 }
 PORTS = len(OFFSETS)
+OPS_PROCESSES = ("worker-", "relay-", "web-")
 
 
 @dataclass
@@ -62,14 +65,15 @@ class Stack:
         return f"http://127.0.0.1:{self.port_of(name)}"
 
     def ops_url_of(self, name: str) -> str:
-        """``/healthz``, ``/readyz``, ``/metrics`` of a worker or relay, e.g. "worker-labeler"."""
-        if not name.startswith(("worker-", "relay-")):
-            raise ValueError(f"{name} has no ops server (web processes answer on their port)")
+        """``/healthz``, ``/readyz``, ``/metrics`` of a process, e.g. "worker-labeler",
+        "web-cases"."""
+        if not name.startswith(OPS_PROCESSES):
+            raise ValueError(f"{name} has no ops port")
         return self.url_of(name)
 
     def process_environment(self, name: str) -> dict[str, str]:
-        """What one process gets on top of ``environment()``: a worker's or relay's ops port."""
-        if name.startswith(("worker-", "relay-")):
+        """What one process gets on top of ``environment()``: its ops port."""
+        if name.startswith(OPS_PROCESSES):
             return {"UPARTNERS_OPS_PORT": str(self.port_of(name))}
         return {}
 

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import selectors
 
+from gunicorn import util
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
+from shared.http import server_error_body
 from shared.listening import stop_listening
 
 
@@ -35,8 +37,27 @@ def when_ready(server) -> None:
     server.handle_term = handle_term_gracefully
 
 
+def write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn's ``util.write_error`` in the one JSON error shape instead of an HTML page:
+    gunicorn writes it for requests it could not parse (a request line or headers too large)."""
+    body = server_error_body(status_int, mesg or reason)
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\n"
+        "Connection: close\r\n"
+        "Content-Type: application/json\r\n"
+        "X-Content-Type-Options: nosniff\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
 class DrainingThreadWorker(ThreadWorker):
     draining = False
+
+    def init_process(self) -> None:
+        # In this worker process only: gunicorn's own error answers as JSON (see above).
+        util.write_error = write_json_error
+        super().init_process()  # runs the worker's loop until it exits
 
     def handle_exit(self, sig, frame) -> None:  # noqa: ARG002 (gunicorn's signature)
         # A signal handler may run inside the loop's turn: note it, and drain at the end of the

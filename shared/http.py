@@ -4,15 +4,18 @@ a web app its request metrics, request ids in logs and answers, and ``/metrics``
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
 import uuid
+from http import HTTPStatus
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
+from flask import Blueprint, Flask, Request, Response, current_app, g, jsonify, request
 from sqlalchemy import exc as sa_exc
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, NotFound, RequestEntityTooLarge
+from werkzeug.serving import WSGIRequestHandler
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +48,12 @@ def register_error_handlers(app: Flask) -> None:
         code = (exc.name or "error").upper().replace(" ", "_")
         if exc.code == 413:
             code = "PAYLOAD_TOO_LARGE"
-        return error_response(exc.code or 500, code, exc.description or exc.name)
+        response, status = error_response(exc.code or 500, code, exc.description or exc.name)
+        # What the exception says a client needs, e.g. ``Allow`` on a 405.
+        for name, value in exc.get_headers():
+            if name.lower() not in ("content-type", "content-length"):
+                response.headers[name] = value
+        return response, status
 
     @app.errorhandler(sa_exc.OperationalError)
     @app.errorhandler(sa_exc.InterfaceError)
@@ -60,6 +68,28 @@ def register_error_handlers(app: Flask) -> None:
     def _unexpected(exc: Exception):
         log.exception("unexpected error")
         return error_response(500, "INTERNAL_ERROR", "Something went wrong on our side.")
+
+
+class BodyLimitedRequest(Request):
+    """A request whose body is refused with 413 when over the app's ``MAX_CONTENT_LENGTH``,
+    however it is framed.
+
+    With a Content-Length werkzeug refuses it before reading. A chunked body has no length:
+    werkzeug then stops reading at the limit and hands over what it read, so a valid document
+    followed by any amount of padding passed as that document. Here the stream may run one byte
+    past the limit, and a body that used it is refused."""
+
+    @property
+    def max_content_length(self) -> int | None:  # type: ignore[override]
+        limit = super().max_content_length
+        return None if limit is None else limit + 1
+
+    def get_data(self, cache: bool = True, as_text: bool = False, parse_form_data: bool = False):  # type: ignore[override]
+        data = super().get_data(cache=cache, as_text=False, parse_form_data=parse_form_data)
+        limit = super().max_content_length
+        if limit is not None and len(data) > limit:
+            raise RequestEntityTooLarge()
+        return data.decode("utf-8", "replace") if as_text else data
 
 
 def health_blueprint() -> Blueprint:
@@ -106,6 +136,8 @@ def instrument(app: Flask, service: str) -> None:
 
     @app.after_request
     def _finish(response: Response) -> Response:
+        # Every answer is what its Content-Type says: no browser may guess otherwise.
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
         rule = request.url_rule.rule if request.url_rule is not None else metrics.UNMATCHED
         method = request.method if request.method in METHODS else "other"
         started = g.get("upartners_started")
@@ -126,5 +158,42 @@ def instrument(app: Flask, service: str) -> None:
 
     @app.get("/metrics", endpoint="metrics")
     def metrics_exposition() -> Response:
+        # Only on the ops port (UPARTNERS_OPS_PORT, a second listener of the same server): the
+        # public port is for the flow engine and the partners, and the per-route counters are
+        # nobody else's business. SERVER_PORT is the listener's own port, not the Host header.
+        ops_port = current_app.config["UPARTNERS_SETTINGS"].ops_port
+        if ops_port is None or request.environ.get("SERVER_PORT") != str(ops_port):
+            raise NotFound()
         body, content_type = metrics.exposition()
         return Response(body, content_type=content_type)
+
+
+# --- answers the servers write themselves -------------------------------------------------------
+def server_error_body(status: int, detail: str = "") -> bytes:
+    """The one error shape, for answers a server writes before any app runs (a request line or
+    headers it could not read, e.g. 431 or 414): JSON like every other answer, not HTML."""
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Bad Request"
+    code = re.sub(r"[^A-Z]+", "_", phrase.upper()).strip("_")
+    return json.dumps({"error": code, "message": detail or phrase}).encode()
+
+
+class JsonErrorRequestHandler(WSGIRequestHandler):
+    """werkzeug's request handler (the embedded server's) with JSON instead of http.server's
+    HTML page for the requests it refuses itself (headers too large: 431; line too long: 414;
+    a request line it cannot parse: 400)."""
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None):
+        self.log_error("code %d, message %s", code, message)
+        body = server_error_body(code, message or "")
+        self.send_response(code, message)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Connection", "close")
+        self.close_connection = True
+        self.end_headers()
+        if getattr(self, "command", None) != "HEAD" and code >= 200 and code not in (204, 304):
+            self.wfile.write(body)

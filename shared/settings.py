@@ -27,7 +27,7 @@ ENVIRONMENT = {
     "UPARTNERS_SECRET_CACHE_TTL": "seconds a revoked webhook secret may still work (default 5)",
     "UPARTNERS_LOG_LEVEL": "logging level (default INFO)",
     "UPARTNERS_LOG_FORMAT": "json (one JSON object per line, the default) or text",
-    "UPARTNERS_OPS_PORT": "port of a worker's or relay's /healthz, /readyz, /metrics (unset: off)",
+    "UPARTNERS_OPS_PORT": "port of a process's /healthz, /readyz, /metrics (unset: no such port)",
     "UPARTNERS_WEB_WORKERS": "gunicorn worker processes per web process (default: CPU count)",
     "UPARTNERS_WEB_THREADS": "threads per gunicorn worker (default 8)",
 }

@@ -86,6 +86,14 @@ def _authenticate() -> None:
     g.actor = actor
 
 
+@bp.after_request
+def _never_cached(response):
+    """Each answer is one user's view of the org (or a token shown once): no shared or browser
+    cache may keep it, errors included."""
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 def _body(schema: type[Schema]) -> dict[str, Any]:
     raw = request.get_data(cache=True)
     if not raw.strip():
@@ -222,9 +230,7 @@ def list_tokens(user_id: str):
 def create_token(user_id: str):
     values = _body(s.TokenSchema)
     token = handlers.create_token(_store(), _actor(), user_id, values["description"])
-    response = _answer(token, 201)
-    response[0].headers["Cache-Control"] = "no-store"  # the token is in this answer only
-    return response
+    return _answer(token, 201)  # the token is in this answer only (never cached: see above)
 
 
 @bp.delete("/users/<id:user_id>/tokens/<id:token_id>")

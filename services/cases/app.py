@@ -6,7 +6,7 @@ from flask import Flask
 
 from services.cases import api
 from services.cases.models import open_store
-from shared.http import instrument, register_error_handlers
+from shared.http import BodyLimitedRequest, instrument, register_error_handlers
 from shared.settings import Settings
 from shared.uow import ServiceStore
 
@@ -16,6 +16,7 @@ MAX_BODY = 1024 * 1024  # the largest request body: a bulk action on 500 message
 def create_app(settings: Settings | None = None, store: ServiceStore | None = None) -> Flask:
     settings = settings or Settings.from_env()
     app = Flask(__name__)
+    app.request_class = BodyLimitedRequest  # 413 over the limit, chunked bodies included
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.config["UPARTNERS_SETTINGS"] = settings
     app.json.sort_keys = False  # keep the views' field order: id first

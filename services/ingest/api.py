@@ -35,6 +35,12 @@ def _credentials() -> Credentials:
     )
 
 
+@bp.after_request
+def _never_cached(response):
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 @bp.post("/webhooks/<org>/flow")
 def receive_flow_webhook(org: str):
     raw_body = request.get_data(cache=False)  # bounded by MAX_CONTENT_LENGTH: 413 beyond it

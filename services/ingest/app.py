@@ -6,7 +6,7 @@ from flask import Flask
 
 from services.ingest import api, handlers
 from services.ingest.models import open_store
-from shared.http import health_blueprint, instrument, register_error_handlers
+from shared.http import BodyLimitedRequest, health_blueprint, instrument, register_error_handlers
 from shared.settings import Settings
 from shared.uow import ServiceStore
 
@@ -14,6 +14,7 @@ from shared.uow import ServiceStore
 def create_app(settings: Settings | None = None, store: ServiceStore | None = None) -> Flask:
     settings = settings or Settings.from_env()
     app = Flask(__name__)
+    app.request_class = BodyLimitedRequest  # 413 over the limit, chunked bodies included
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body
     app.config["UPARTNERS_SETTINGS"] = settings
     store = store or open_store(settings)

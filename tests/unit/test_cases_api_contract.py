@@ -207,3 +207,23 @@ def test_importing_the_app_touches_nothing(settings):
         assert app.extensions["upartners.store"].service == "cases"
     finally:
         app.extensions["upartners.store"].db.dispose()
+
+
+def test_answers_are_never_cached_and_never_sniffed(world, ids_of):
+    checked = 0
+    for method, path in sorted(url_map_operations(world.app)):
+        if method != "get" or not path.startswith("/api/v1/"):
+            continue
+        response = world.client.get(path.format(**ids_of), headers=world.admin.headers)
+        where = (path, response.status_code)
+        assert response.headers["Cache-Control"] == "no-store", where
+        assert response.headers["X-Content-Type-Options"] == "nosniff", where
+        checked += 1
+    assert checked > 15
+    new_token = world.post(world.admin, f"/api/v1/users/{world.admin.id}/tokens", {})
+    assert new_token.status_code == 201 and new_token.headers["Cache-Control"] == "no-store"
+    refused = world.client.get("/api/v1/me")  # no token: 401, not cached either
+    assert refused.status_code == 401 and refused.headers["Cache-Control"] == "no-store"
+    wrong = world.client.delete("/api/v1/me", headers=world.admin.headers)
+    assert wrong.status_code == 405
+    assert set(wrong.headers["Allow"].split(", ")) == {"GET", "HEAD", "OPTIONS"}

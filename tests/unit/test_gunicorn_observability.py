@@ -31,16 +31,16 @@ def metrics_dir_of(pid: int) -> Path:
     return Path(values["PROMETHEUS_MULTIPROC_DIR"])
 
 
-def healthz_count(base: str) -> float:
+def healthz_count(ops: str) -> float:
     total = 0.0
-    for line in requests.get(f"{base}/metrics", timeout=5).text.splitlines():
+    for line in requests.get(f"{ops}/metrics", timeout=5).text.splitlines():
         if line.startswith("upartners_http_requests_total{") and 'endpoint="/healthz"' in line:
             total += float(line.rsplit(" ", 1)[1])
     return total
 
 
 def test_two_gunicorn_workers_are_summed_and_log_json(tmp_path):
-    port = free_port()
+    port, ops_port = free_port(), free_port()
     log = tmp_path / "web.log"
     env = {
         **os.environ,
@@ -48,6 +48,7 @@ def test_two_gunicorn_workers_are_summed_and_log_json(tmp_path):
         "UPARTNERS_WEB_WORKERS": "2",
         "UPARTNERS_WEB_THREADS": "2",
         "UPARTNERS_LOG_LEVEL": "DEBUG",
+        "UPARTNERS_OPS_PORT": str(ops_port),
     }
     for name in ("UPARTNERS_DATABASE_URL", "UPARTNERS_BROKER_URL", "PROMETHEUS_MULTIPROC_DIR"):
         env.pop(name, None)
@@ -84,7 +85,8 @@ def test_two_gunicorn_workers_are_summed_and_log_json(tmp_path):
                 sent += 20
                 pids = {f.stem.rsplit("_", 1)[1] for f in folder.glob("counter_*.db")}
         assert len(pids) == 2, "only one worker ever answered"
-        assert healthz_count(base) == sent  # both workers' counts, summed
+        # both workers' counts, summed, on the ops port (a second listener of the same gunicorn)
+        assert healthz_count(f"http://127.0.0.1:{ops_port}") == sent
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)

@@ -159,7 +159,7 @@ def test_configure_logging_leaves_a_configured_root_alone_unless_forced():
 
 # --- HTTP metrics -------------------------------------------------------------------------------
 def test_http_requests_are_counted_by_url_rule_and_status(settings):
-    app, store, secret = make_ingest(settings)
+    app, store, secret = make_ingest(settings.with_(ops_port=9100))
     client = app.test_client()
     rule = "/webhooks/<org>/flow"
     labels = {"service": "ingest", "endpoint": rule, "method": "POST"}
@@ -177,7 +177,7 @@ def test_http_requests_are_counted_by_url_rule_and_status(settings):
         )
         assert answer.status_code == 200
         assert client.get("/no/such/path").status_code == 404
-        exposition = client.get("/metrics")
+        exposition = client.get("/metrics", environ_overrides={"SERVER_PORT": "9100"})
     finally:
         store.db.dispose()
     assert sample("upartners_http_requests_total", **labels, status="401") == before["401"] + 1
@@ -213,10 +213,18 @@ def test_request_ids_of_our_own_come_out_of_the_logs_whole():
     assert redact("12345678e4bcba3fdcaaa918c1607abc") != "12345678e4bcba3fdcaaa918c1607abc"
 
 
-def test_the_cases_app_serves_metrics_without_a_token(world):
-    answer = world.client.get("/metrics")
+def test_web_apps_serve_metrics_on_the_ops_port_only(settings):
+    """The listener's own port (SERVER_PORT), not a Host header, decides."""
+    from services.cases.app import create_app
+
+    ops = create_app(settings.with_(ops_port=9100)).test_client()
+    answer = ops.get("/metrics", environ_overrides={"SERVER_PORT": "9100"})
     assert answer.status_code == 200
     assert "upartners_http_requests_total" in answer.get_data(as_text=True)
+    assert ops.get("/metrics").status_code == 404  # the public port
+    assert ops.get("/metrics", headers={"Host": "localhost:9100"}).status_code == 404
+    no_ops = create_app(settings).test_client()
+    assert no_ops.get("/metrics", environ_overrides={"SERVER_PORT": "9100"}).status_code == 404
 
 
 # --- consuming ----------------------------------------------------------------------------------
