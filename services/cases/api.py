@@ -34,9 +34,12 @@ PUBLIC_ENDPOINTS = {"cases.openapi_document"}
 
 
 class IdConverter(BaseConverter):
-    """A path id: at most 64 characters, no NUL (which PostgreSQL cannot compare)."""
+    """A path id: at most 64 characters, no NUL (which PostgreSQL cannot compare), and not one
+    of the fixed words that stand beside ids (``/messages/actions``, ``/messages/counts``): else
+    ``GET /messages/actions`` would read a message called "actions", and the ``Allow`` header of
+    ``/messages/actions`` would offer GET."""
 
-    regex = r"[^/\x00]{1,64}"
+    regex = r"(?!(?:actions|counts)(?![^/]))[^/\x00]{1,64}"
 
 
 def register(app: Flask) -> None:

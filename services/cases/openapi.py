@@ -35,8 +35,9 @@ class Operation:
     who: str = ANY
     body: type[Schema] | None = None
     query: type[Schema] | None = None
-    answer: type | None = None  # a view dataclass
-    shape: str = "one"  # one, list, page, none
+    # A view dataclass, or a tuple of them where an answer takes one of several shapes.
+    answer: type | tuple[type, ...] | None = None
+    shape: str = "one"  # one, list, page, none, text
     status: int = 200
 
 
@@ -62,7 +63,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "get",
         "/api/v1/partners",
         "Partners (others' as a directory of id and name for non-administrators).",
-        answer=h.PartnerView,
+        answer=(h.PartnerView, h.Ref),
         shape="list",
     ),
     Operation(
@@ -168,9 +169,10 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "get",
         "/api/v1/messages",
-        "One page of a folder (inbox, flagged, archived, unlabelled, sent), newest first.",
+        "One page of a folder (inbox, flagged, archived, unlabelled, sent), newest first; "
+        "the sent folder holds replies.",
         query=s.MessageQuery,
-        answer=h.MessageView,
+        answer=(h.MessageView, h.OutgoingView),
         shape="page",
     ),
     Operation(
@@ -320,7 +322,13 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("get", "/api/v1/openapi.json", "This document (no token needed).", "anyone"),
     Operation("get", "/healthz", "The process is alive.", "anyone"),
     Operation("get", "/readyz", "The process can reach its database.", "anyone"),
-    Operation("get", "/metrics", "Prometheus metrics (text exposition format).", "anyone"),
+    Operation(
+        "get",
+        "/metrics",
+        "Prometheus metrics: on the process's ops port (UPARTNERS_OPS_PORT) only, 404 elsewhere.",
+        "anyone",
+        shape="text",
+    ),
 )
 
 ERROR = {
@@ -375,6 +383,8 @@ def _operation(op: Operation, components: dict[str, Any]) -> dict[str, Any]:
     answer: dict[str, Any]
     if op.shape == "none":
         answer = {"description": "Done."}
+    elif op.shape == "text":
+        answer = {"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}}
     else:
         answer = {
             "description": "OK",
@@ -386,14 +396,19 @@ def _operation(op: Operation, components: dict[str, Any]) -> dict[str, Any]:
             "description": "The contact's case was already open.",
             "content": answer["content"],
         }
-    for status, why in (
+    errors = [
         ("400", "Invalid body or query."),
         ("401", "No valid token."),
         ("403", "Role not allowed."),
         ("404", "Not found or not visible."),
+        ("405", "Method not allowed on this path; the Allow header lists those that are."),
         ("409", "State conflict."),
         ("422", "Fields naming unknown things."),
-    ):
+        ("503", "The database is unavailable: try again (Retry-After)."),
+    ]
+    if op.method in ("post", "put", "patch"):
+        errors.append(("413", "The body is over 1 MiB."))
+    for status, why in sorted(errors):
         responses[status] = {
             "description": why,
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
@@ -408,9 +423,11 @@ def _operation(op: Operation, components: dict[str, Any]) -> dict[str, Any]:
     if op.who == "anyone":
         result["security"] = []
     if op.body is not None:
+        body = body_schema(op.body)
+        # An empty body reads as {}: it is required only where a field is.
         result["requestBody"] = {
-            "required": True,
-            "content": {"application/json": {"schema": body_schema(op.body)}},
+            "required": bool(body.get("required") or body.get("minProperties")),
+            "content": {"application/json": {"schema": body}},
         }
     return result
 
@@ -422,7 +439,10 @@ def _path_names(path: str) -> list[str]:
 def _answer_schema(op: Operation, components: dict[str, Any]) -> dict[str, Any]:
     if op.answer is None:
         return {"type": "object"}
-    ref = view_schema(op.answer, components)
+    if isinstance(op.answer, tuple):
+        ref = {"anyOf": [view_schema(view, components) for view in op.answer]}
+    else:
+        ref = view_schema(op.answer, components)
     if op.shape == "list":
         return {"type": "object", "properties": {"items": {"type": "array", "items": ref}}}
     if op.shape == "page":
@@ -448,6 +468,8 @@ def body_schema(schema: type[Schema]) -> dict[str, Any]:
     }
     if required:
         result["required"] = required
+    if minimum := getattr(schema, "min_properties", 0):
+        result["minProperties"] = minimum
     return result
 
 

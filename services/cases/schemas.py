@@ -228,6 +228,7 @@ class ReopenSchema(_Strict):
 
 
 class ReassignSchema(_Strict):
+    min_properties = 1  # the OpenAPI document says so too (services/cases/openapi.py)
     partner = Id()
     user = Id(allow_none=True)
 

@@ -227,3 +227,18 @@ def test_answers_are_never_cached_and_never_sniffed(world, ids_of):
     wrong = world.client.delete("/api/v1/me", headers=world.admin.headers)
     assert wrong.status_code == 405
     assert set(wrong.headers["Allow"].split(", ")) == {"GET", "HEAD", "OPTIONS"}
+
+
+def test_a_body_is_documented_as_required_exactly_where_an_empty_one_is_refused(world, ids_of):
+    paths = document()["paths"]
+    checked = 0
+    for method, path in sorted(url_map_operations(world.app)):
+        body = paths[path][method].get("requestBody")
+        if body is None:
+            continue
+        url = path.format(**ids_of)
+        response = world.client.open(url, method=method.upper(), headers=world.admin.headers)
+        refused = response.status_code == 400 and response.json["error"] == "INVALID_REQUEST"
+        assert refused == body["required"], (method, path, response.status_code, response.json)
+        checked += 1
+    assert checked > 15

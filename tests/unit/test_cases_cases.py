@@ -185,6 +185,26 @@ def test_messages_while_open_go_into_the_case_and_after_close_to_the_inbox(world
     assert world.ok(restore)["archived"] is False  # closed: it may go back to the inbox
 
 
+def test_the_case_partner_reads_later_messages_but_not_their_hidden_labels(world, helpline):
+    """A restricted partner handling a case needs the whole conversation: the contact's later
+    messages join the case whatever their labels, and the partner reads them there, but a label
+    it does not see stays hidden on them (message, timeline, history)."""
+    h = helpline
+    agent = h["agent"]
+    hidden = world.label("hidden from the helpline")
+    case = world.open_case(agent, world.message([h["label"]], contact=CONTACT), h["partner"])
+    later = world.message([hidden], contact=CONTACT)  # only a label the helpline does not see
+    incoming = [e for e in timeline(world, agent, case["id"]) if e["type"] == "incoming"]
+    assert later in [e["id"] for e in incoming]
+    shown = world.ok(world.get(agent, f"/api/v1/messages/{later}"))
+    assert shown["case"] == case["id"] and shown["labels"] == []
+    assert world.ok(world.get(world.admin, f"/api/v1/messages/{later}"))["labels"] != []
+    history = world.ok(world.get(agent, f"/api/v1/messages/{later}/history"))["items"]
+    assert all(entry["label"] is None for entry in history)
+    answer = world.get(agent, f"/api/v1/cases/{case['id']}/timeline").get_data(as_text=True)
+    assert hidden not in answer and "hidden from the helpline" not in answer
+
+
 def test_a_message_in_an_open_case_cannot_be_restored(world, helpline):
     h = helpline
     message = world.message([h["label"]], contact=CONTACT)
