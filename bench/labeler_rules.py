@@ -15,7 +15,7 @@ import random
 import time
 import unicodedata
 
-from services.labeler.rules import (
+from shared.rules import (
     FieldTest,
     GroupsTest,
     KeywordsTest,

@@ -69,11 +69,11 @@ from services.cases.models import (
     Token,
     User,
 )
-from services.labeler.rules import RuleError, describe_rule, parse_rule, rule_to_json
 from shared import auth
 from shared import events as ev
 from shared.db import insert_statement, new_id, utcnow
 from shared.events import Envelope
+from shared.rules import RuleError, describe_rule, parse_rule, rule_to_json
 from shared.uow import ServiceStore, UnitOfWork
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from typing import Any
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from services.cases.domain import FOLDERS, MESSAGE_ACTIONS, ROLES
-from services.labeler.rules import RuleError, parse_rule
+from shared.rules import RuleError, parse_rule
 from shared.text import find_bad_strings, has_forbidden_chars
 
 MAX_PAGE = 200

@@ -13,8 +13,8 @@ from sqlalchemy import event as sa_event
 from sqlalchemy import select, tuple_, update
 from sqlalchemy.orm import Session
 
-from services.labeler import rules
 from services.labeler.models import Label, Message, OrgLabels
+from shared import rules
 from shared.bus.dispatch import PermanentError
 from shared.db import insert_statement, utcnow
 from shared.events import MESSAGE_LABELED, Envelope

@@ -7,7 +7,7 @@ import unicodedata
 
 import pytest
 
-from services.labeler.rules import (
+from shared.rules import (
     FieldTest,
     GroupsTest,
     KeywordsTest,

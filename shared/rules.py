@@ -1,4 +1,5 @@
-"""The labeler's pure rule engine: which labels apply to an incoming message.
+"""The label rule language, shared by the labeler (matching) and cases (validating, describing):
+which labels apply to an incoming message.
 
 A label's rule is a tuple of tests that must all pass; an empty rule never
 matches, so a label without tests labels nothing. Rules are stored as JSON
