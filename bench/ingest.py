@@ -99,9 +99,9 @@ def main() -> None:
     parser.add_argument("--no-relay", action="store_true")
     args = parser.parse_args()
 
-    from services.cli import migrate
     from services.ingest import handlers
     from services.ingest.models import open_store
+    from services.registry import migrate
     from shared.settings import Settings
 
     namespace = f"bench{uuid.uuid4().hex[:6]}"

@@ -25,9 +25,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.labeler_rules import make_labels, make_messages, make_topic_words  # noqa: E402
-from services.cli import migrate  # noqa: E402
 from services.labeler.models import Label as LabelRow  # noqa: E402
 from services.labeler.models import Outbox, open_store  # noqa: E402
+from services.registry import migrate  # noqa: E402
 from shared import events as ev  # noqa: E402
 from shared.bus.amqp import ConfirmingPublisher, delete_topology  # noqa: E402
 from shared.rules import rule_to_json  # noqa: E402

@@ -7,40 +7,24 @@ them to the service that starts.
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
 import signal
 import sys
 import tempfile
 from pathlib import Path
-from types import ModuleType
 
+from services.registry import NAMES, WEB, WORKERS, migrate, models_of, service
 from shared.logs import configure_logging
 from shared.settings import Settings
 
-# The services with tables (and so migrations and a relay), and those that consume events.
-SERVICES = ("ingest", "labeler", "flowbridge", "cases")
-WORKERS: tuple[str, ...] = ("labeler", "flowbridge", "cases")
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def models_of(service: str) -> ModuleType:
-    return importlib.import_module(f"services.{service}.models")
-
-
-def migrate(settings: Settings, services: tuple[str, ...] = SERVICES) -> None:
-    for service in services:
-        models = models_of(service)
-        store = models.open_store(settings)
-        store.db.migrate(models.MIGRATIONS)
-        store.db.dispose()
 
 
 # --- db -----------------------------------------------------------------------------------------
 def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
-    migrate(settings, tuple(args.services) or SERVICES)
-    print("database is at the newest migration:", ", ".join(args.services or SERVICES))
+    migrate(settings, tuple(args.services) or NAMES)
+    print("database is at the newest migration:", ", ".join(args.services or NAMES))
     return 0
 
 
@@ -90,8 +74,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from shared.bus.runtime import make_worker
 
     migrate(settings, (args.service,))
-    worker_module = importlib.import_module(f"services.{args.service}.worker")
-    worker = make_worker(settings, worker_module.subscriptions(settings))
+    worker = make_worker(settings, service(args.service).worker_module().subscriptions(settings))
     stop_on_signals(worker)
     server = serve_ops(args, settings, worker, ops.worker_readiness(worker))
     logging.getLogger(__name__).info("%s worker started", args.service)
@@ -279,7 +262,7 @@ def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     stack = Stack(
         settings,
-        SERVICES,
+        NAMES,
         WORKERS,
         base_port=args.base_port,
         with_fake=args.with_fake,
@@ -363,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     stack.set_defaults(func=cmd_stack)
 
     web = sub.add_parser("web", help="an HTTP service under gunicorn")
-    web.add_argument("service", choices=["ingest", "cases"])
+    web.add_argument("service", choices=WEB)
     web.add_argument("--bind", default="0.0.0.0:8000")
     web.add_argument("--ops-port", type=int, help=OPS_PORT_HELP)
     web.set_defaults(func=cmd_web)
@@ -374,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.set_defaults(func=cmd_worker)
 
     relay = sub.add_parser("relay", help="publish a service's outbox")
-    relay.add_argument("service", choices=SERVICES)
+    relay.add_argument("service", choices=NAMES)
     relay.add_argument("--ops-port", type=int, help=OPS_PORT_HELP)
     relay.set_defaults(func=cmd_relay)
 
@@ -383,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     upgrade.add_argument("services", nargs="*", metavar="SERVICE")
     upgrade.set_defaults(func=cmd_db_upgrade)
     revision = db.add_parser("revision", help="autogenerate a migration for a service")
-    revision.add_argument("service", choices=SERVICES)
+    revision.add_argument("service", choices=NAMES)
     revision.add_argument("-m", "--message", required=True)
     revision.set_defaults(func=cmd_db_revision)
 

@@ -9,7 +9,6 @@ Stopping (Ctrl-C or SIGTERM) lets each loop finish the message or batch in hand.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import signal
 import sys
@@ -21,7 +20,7 @@ from werkzeug.serving import make_server
 
 from fakes.rapidpro.app import DEMO_TOKEN
 from fakes.rapidpro.app import create_app as create_fake_app
-from services import cli, demo
+from services import demo, registry
 from services.cases.app import create_app as create_cases_app
 from services.flowbridge.worker import rapidpro_client
 from services.ingest.app import create_app as create_ingest_app
@@ -44,8 +43,8 @@ def run_embedded(settings: Settings, *, host: str, port: int, engine_port: int |
     if not settings.embedded_bus or settings.database_url:
         log.warning("`upartners run` is the embedded default; broker/database URLs are ignored")
         settings = settings.with_(broker_url=None, database_url=None)
-    cli.migrate(settings)
-    stores = {service: cli.models_of(service).open_store(settings) for service in cli.SERVICES}
+    registry.migrate(settings)
+    stores = {service.name: service.open_store(settings) for service in registry.SERVICES}
     metrics.watch_outboxes(stores.values())  # the backlog of every outbox on /metrics
     bus = EmbeddedBus(settings)
     if recovered := bus.recover():
@@ -56,9 +55,9 @@ def run_embedded(settings: Settings, *, host: str, port: int, engine_port: int |
         for store in stores.values()
     ]
     loops: list = list(relays)
-    for service in cli.WORKERS:
-        worker_module = importlib.import_module(f"services.{service}.worker")
-        loops.append(EmbeddedWorker(bus, worker_module.subscriptions(settings, stores[service])))
+    for name in registry.WORKERS:
+        subscriptions = registry.service(name).worker_module().subscriptions(settings, stores[name])
+        loops.append(EmbeddedWorker(bus, subscriptions))
     threads = [threading.Thread(target=loop.run, name=type(loop).__name__) for loop in loops]
 
     # Both ports are taken before anything is seeded: a busy port fails before secrets are shown.

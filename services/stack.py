@@ -23,9 +23,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.registry import WEB, migrate
 from shared.settings import Settings
 
-WEB_SERVICES = ("ingest", "cases")
 OFFSETS = {
     "ingest": 0,
     "cases": 1,
@@ -81,7 +81,7 @@ class Stack:
         cli = [sys.executable, "-m", "services.cli"]
         commands = {
             f"web-{service}": [*cli, "web", service, "--bind", f"127.0.0.1:{self.port_of(service)}"]
-            for service in WEB_SERVICES
+            for service in WEB
             if service in self.services
         }
         commands |= {f"worker-{service}": [*cli, "worker", service] for service in self.workers}
@@ -115,13 +115,11 @@ class Stack:
         return env
 
     def start(self, timeout: float = 60.0) -> None:
-        from services.cli import migrate
-
         migrate(self.settings, tuple(self.services))  # once, before the processes race to it
         env = self.environment()
         for name, command in self.commands().items():
             self._spawn(name, command, env)
-        ports = [self.port_of(s) for s in WEB_SERVICES if s in self.services]
+        ports = [self.port_of(s) for s in WEB if s in self.services]
         ports += [self.port_of("fake")] if self.with_fake else []
         ports += [self.port_of(name) for name in self.processes if self.process_environment(name)]
         deadline = time.monotonic() + timeout

@@ -22,7 +22,7 @@ import pika
 import pytest
 from sqlalchemy import func, insert, select
 
-from services import cli
+from services import registry
 from services.ingest import handlers as ingest_handlers
 from services.ingest.models import Message as IngestMessage
 from services.ingest.models import Outbox as IngestOutbox
@@ -131,7 +131,7 @@ def ready_messages(settings: Settings, queue: str) -> int:
 # --- (a) worker ---------------------------------------------------------------------------------
 def test_a_worker_finishes_and_acks_what_it_holds(pg_settings, processes):
     total = 1500
-    cli.migrate(pg_settings, ("labeler",))
+    registry.migrate(pg_settings, ("labeler",))
     labeler = open_labeler(pg_settings)
     publisher = ConfirmingPublisher(pg_settings)
     queue = topology.LABELER_MESSAGES.name(pg_settings.namespace)
@@ -196,7 +196,7 @@ def drain_ids(settings: Settings, queue: str, expected: int) -> collections.Coun
 
 def test_a_relay_stops_after_its_batch_and_publishes_nothing_twice(pg_settings, processes):
     total = 20000
-    cli.migrate(pg_settings, ("ingest",))
+    registry.migrate(pg_settings, ("ingest",))
     ingest = open_ingest(pg_settings)
     with kombu_connection(pg_settings) as connection:
         declare_topology(connection, pg_settings, [PROBE])
@@ -310,7 +310,7 @@ def stored_messages(settings: Settings) -> set[str]:
 
 
 def new_secret(settings: Settings) -> str:
-    cli.migrate(settings, ("ingest",))
+    registry.migrate(settings, ("ingest",))
     ingest = open_ingest(settings)
     try:
         return ingest_handlers.add_secret(ingest, ORG)[1]

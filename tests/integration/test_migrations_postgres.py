@@ -4,12 +4,12 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from services.cli import SERVICES, models_of
+from services.registry import NAMES, models_of
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize("service", NAMES)
 def test_migrations_match_models_on_postgres(pg_settings, service):
     models = models_of(service)
     store = models.open_store(pg_settings)

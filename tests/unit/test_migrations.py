@@ -4,10 +4,10 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from services.cli import SERVICES, models_of
+from services.registry import NAMES, models_of
 
 
-@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize("service", NAMES)
 def test_migrations_match_models_on_sqlite(settings, service):
     models = models_of(service)
     store = models.open_store(settings)
