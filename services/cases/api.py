@@ -13,7 +13,7 @@ from flask import Blueprint, Flask, current_app, g, jsonify, request
 from marshmallow import Schema, ValidationError
 from werkzeug.routing import BaseConverter
 
-from services.cases import handlers, openapi
+from services.cases import openapi, views
 from services.cases import schemas as s
 from services.cases.domain import (
     Actor,
@@ -23,6 +23,17 @@ from services.cases.domain import (
     Invalid,
     InvalidCursor,
     NotFound,
+)
+from services.cases.handlers import (
+    access,
+    case_reads,
+    cases,
+    inbox,
+    labels,
+    notifications,
+    org,
+    people,
+    replies,
 )
 from shared.http import ApiError, error_response, health_blueprint
 from shared.text import loads_json
@@ -83,7 +94,7 @@ def _authenticate() -> None:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     actor = None
     if scheme.lower() == "bearer" and token.strip():
-        actor = handlers.authenticate(_store(), token.strip())
+        actor = access.authenticate(_store(), token.strip())
     if actor is None:
         raise ApiError(401, "UNAUTHORIZED", "Missing, invalid or revoked bearer token.")
     g.actor = actor
@@ -147,7 +158,7 @@ def _answer(value: Any, status: int = 200):
     return jsonify(to_json(value)), status
 
 
-def _page(page: handlers.Page):
+def _page(page: views.Page):
     return jsonify({"items": to_json(page.items), "next_cursor": page.next_cursor})
 
 
@@ -158,115 +169,115 @@ def _listing(items: list[Any]):
 # --- me and the org -----------------------------------------------------------------------------
 @bp.get("/me")
 def me():
-    return _answer(handlers.whoami(_store(), _actor()))
+    return _answer(people.whoami(_store(), _actor()))
 
 
 @bp.get("/org")
 def get_org():
-    return _answer(handlers.get_org(_store(), _actor()))
+    return _answer(org.get_org(_store(), _actor()))
 
 
 @bp.patch("/org")
 def update_org():
     changes = _body(s.OrgSettingsSchema)
-    return _answer(handlers.update_org(_store(), _actor(), changes))
+    return _answer(org.update_org(_store(), _actor(), changes))
 
 
 @bp.get("/org/catalog")
 def org_catalog():
-    return _answer(handlers.org_catalog(_store(), _actor()))
+    return _answer(org.org_catalog(_store(), _actor()))
 
 
 # --- partners -----------------------------------------------------------------------------------
 @bp.get("/partners")
 def list_partners():
-    return _listing(handlers.list_partners(_store(), _actor()))
+    return _listing(people.list_partners(_store(), _actor()))
 
 
 @bp.post("/partners")
 def create_partner():
     values = _body(s.PartnerSchema)
-    return _answer(handlers.create_partner(_store(), _actor(), values), 201)
+    return _answer(people.create_partner(_store(), _actor(), values), 201)
 
 
 @bp.get("/partners/<id:partner_id>")
 def get_partner(partner_id: str):
-    return _answer(handlers.get_partner(_store(), _actor(), partner_id))
+    return _answer(people.get_partner(_store(), _actor(), partner_id))
 
 
 @bp.patch("/partners/<id:partner_id>")
 def update_partner(partner_id: str):
     changes = _body(s.PartnerChangesSchema)
-    return _answer(handlers.update_partner(_store(), _actor(), partner_id, changes))
+    return _answer(people.update_partner(_store(), _actor(), partner_id, changes))
 
 
 # --- users and tokens ---------------------------------------------------------------------------
 @bp.get("/users")
 def list_users():
     query = _query(s.UserQuery)
-    return _listing(handlers.list_users(_store(), _actor(), query.get("partner")))
+    return _listing(people.list_users(_store(), _actor(), query.get("partner")))
 
 
 @bp.post("/users")
 def create_user():
     values = _body(s.UserSchema)
-    return _answer(handlers.create_user(_store(), _actor(), values), 201)
+    return _answer(people.create_user(_store(), _actor(), values), 201)
 
 
 @bp.get("/users/<id:user_id>")
 def get_user(user_id: str):
-    return _answer(handlers.get_user(_store(), _actor(), user_id))
+    return _answer(people.get_user(_store(), _actor(), user_id))
 
 
 @bp.patch("/users/<id:user_id>")
 def update_user(user_id: str):
     changes = _body(s.UserChangesSchema)
-    return _answer(handlers.update_user(_store(), _actor(), user_id, changes))
+    return _answer(people.update_user(_store(), _actor(), user_id, changes))
 
 
 @bp.get("/users/<id:user_id>/tokens")
 def list_tokens(user_id: str):
-    return _listing(handlers.list_tokens(_store(), _actor(), user_id))
+    return _listing(people.list_tokens(_store(), _actor(), user_id))
 
 
 @bp.post("/users/<id:user_id>/tokens")
 def create_token(user_id: str):
     values = _body(s.TokenSchema)
-    token = handlers.create_token(_store(), _actor(), user_id, values["description"])
+    token = people.create_token(_store(), _actor(), user_id, values["description"])
     return _answer(token, 201)  # the token is in this answer only (never cached: see above)
 
 
 @bp.delete("/users/<id:user_id>/tokens/<id:token_id>")
 def revoke_token(user_id: str, token_id: str):
-    return _answer(handlers.revoke_token(_store(), _actor(), user_id, token_id))
+    return _answer(people.revoke_token(_store(), _actor(), user_id, token_id))
 
 
 # --- labels -------------------------------------------------------------------------------------
 @bp.get("/labels")
 def list_labels():
-    return _listing(handlers.list_labels(_store(), _actor()))
+    return _listing(labels.list_labels(_store(), _actor()))
 
 
 @bp.post("/labels")
 def create_label():
     values = _body(s.LabelSchema)
-    return _answer(handlers.create_label(_store(), _actor(), values), 201)
+    return _answer(labels.create_label(_store(), _actor(), values), 201)
 
 
 @bp.get("/labels/<id:label_id>")
 def get_label(label_id: str):
-    return _answer(handlers.get_label(_store(), _actor(), label_id))
+    return _answer(labels.get_label(_store(), _actor(), label_id))
 
 
 @bp.patch("/labels/<id:label_id>")
 def update_label(label_id: str):
     changes = _body(s.LabelChangesSchema)
-    return _answer(handlers.update_label(_store(), _actor(), label_id, changes))
+    return _answer(labels.update_label(_store(), _actor(), label_id, changes))
 
 
 @bp.delete("/labels/<id:label_id>")
 def delete_label(label_id: str):
-    handlers.delete_label(_store(), _actor(), label_id)
+    labels.delete_label(_store(), _actor(), label_id)
     return "", 204
 
 
@@ -275,19 +286,19 @@ def delete_label(label_id: str):
 def list_messages():
     query = _query(s.MessageQuery)
     query["text"] = query.pop("q", None)
-    return _page(handlers.list_messages(_store(), _actor(), **query))
+    return _page(inbox.list_messages(_store(), _actor(), **query))
 
 
 @bp.get("/messages/counts")
 def message_counts():
     query = _query(s.CountsQuery)
-    return _answer(handlers.message_counts(_store(), _actor(), **query))
+    return _answer(inbox.message_counts(_store(), _actor(), **query))
 
 
 @bp.post("/messages/actions")
 def act_on_messages():
     body = _body(s.BulkMessageActionSchema)
-    messages = handlers.act_on_messages(
+    messages = inbox.act_on_messages(
         _store(), _actor(), body["messages"], body["action"], body.get("label")
     )
     return _listing(messages)
@@ -295,18 +306,18 @@ def act_on_messages():
 
 @bp.get("/messages/<id:message_id>")
 def get_message(message_id: str):
-    return _answer(handlers.get_message(_store(), _actor(), message_id))
+    return _answer(inbox.get_message(_store(), _actor(), message_id))
 
 
 @bp.get("/messages/<id:message_id>/history")
 def message_history(message_id: str):
-    return _listing(handlers.message_history(_store(), _actor(), message_id))
+    return _listing(inbox.message_history(_store(), _actor(), message_id))
 
 
 @bp.post("/messages/<id:message_id>/actions")
 def act_on_message(message_id: str):
     body = _body(s.MessageActionSchema)
-    [message] = handlers.act_on_messages(
+    [message] = inbox.act_on_messages(
         _store(), _actor(), [message_id], body["action"], body.get("label")
     )
     return _answer(message)
@@ -315,105 +326,105 @@ def act_on_message(message_id: str):
 @bp.post("/messages/<id:message_id>/reply")
 def reply_to_message(message_id: str):
     body = _body(s.ReplySchema)
-    return _answer(handlers.reply_to_message(_store(), _actor(), message_id, body["text"]), 201)
+    return _answer(replies.reply_to_message(_store(), _actor(), message_id, body["text"]), 201)
 
 
 @bp.post("/messages/<id:message_id>/lock")
 def lock_message(message_id: str):
-    return _answer(handlers.lock_message(_store(), _actor(), message_id))
+    return _answer(inbox.lock_message(_store(), _actor(), message_id))
 
 
 @bp.delete("/messages/<id:message_id>/lock")
 def unlock_message(message_id: str):
-    return _answer(handlers.unlock_message(_store(), _actor(), message_id))
+    return _answer(inbox.unlock_message(_store(), _actor(), message_id))
 
 
 # --- cases --------------------------------------------------------------------------------------
 @bp.get("/cases")
 def list_cases():
-    return _page(handlers.list_cases(_store(), _actor(), **_query(s.CaseQuery)))
+    return _page(case_reads.list_cases(_store(), _actor(), **_query(s.CaseQuery)))
 
 
 @bp.post("/cases")
 def open_case():
     body = _body(s.OpenCaseSchema)
-    case, created = handlers.open_case(_store(), _actor(), **body)
+    case, created = cases.open_case(_store(), _actor(), **body)
     return _answer(case, 201 if created else 200)
 
 
 @bp.get("/cases/<id:case_id>")
 def get_case(case_id: str):
-    return _answer(handlers.get_case(_store(), _actor(), case_id))
+    return _answer(case_reads.get_case(_store(), _actor(), case_id))
 
 
 @bp.get("/cases/<id:case_id>/timeline")
 def case_timeline(case_id: str):
     query = _query(s.TimelineQuery)
-    return _page(handlers.case_timeline(_store(), _actor(), case_id, **query))
+    return _page(case_reads.case_timeline(_store(), _actor(), case_id, **query))
 
 
 @bp.post("/cases/<id:case_id>/notes")
 def add_note(case_id: str):
     body = _body(s.NoteSchema)
-    return _answer(handlers.add_note(_store(), _actor(), case_id, body["note"]), 201)
+    return _answer(cases.add_note(_store(), _actor(), case_id, body["note"]), 201)
 
 
 @bp.post("/cases/<id:case_id>/reassign")
 def reassign_case(case_id: str):
     body = _body(s.ReassignSchema)
-    return _answer(handlers.reassign_case(_store(), _actor(), case_id, **body))
+    return _answer(cases.reassign_case(_store(), _actor(), case_id, **body))
 
 
 @bp.put("/cases/<id:case_id>/labels")
 def set_case_labels(case_id: str):
     body = _body(s.CaseLabelsSchema)
-    return _answer(handlers.set_case_labels(_store(), _actor(), case_id, body["labels"]))
+    return _answer(cases.set_case_labels(_store(), _actor(), case_id, body["labels"]))
 
 
 @bp.post("/cases/<id:case_id>/reply")
 def reply_in_case(case_id: str):
     body = _body(s.ReplySchema)
-    return _answer(handlers.reply_in_case(_store(), _actor(), case_id, body["text"]), 201)
+    return _answer(cases.reply_in_case(_store(), _actor(), case_id, body["text"]), 201)
 
 
 @bp.post("/cases/<id:case_id>/close")
 def close_case(case_id: str):
     body = _body(s.NoteSchema)
-    return _answer(handlers.close_case(_store(), _actor(), case_id, body["note"]))
+    return _answer(cases.close_case(_store(), _actor(), case_id, body["note"]))
 
 
 @bp.post("/cases/<id:case_id>/reopen")
 def reopen_case(case_id: str):
     body = _body(s.ReopenSchema)
-    return _answer(handlers.reopen_case(_store(), _actor(), case_id, body.get("note")))
+    return _answer(cases.reopen_case(_store(), _actor(), case_id, body.get("note")))
 
 
 @bp.put("/cases/<id:case_id>/watch")
 def watch_case(case_id: str):
-    return _answer(handlers.watch_case(_store(), _actor(), case_id, True))
+    return _answer(cases.watch_case(_store(), _actor(), case_id, True))
 
 
 @bp.delete("/cases/<id:case_id>/watch")
 def unwatch_case(case_id: str):
-    return _answer(handlers.watch_case(_store(), _actor(), case_id, False))
+    return _answer(cases.watch_case(_store(), _actor(), case_id, False))
 
 
 # --- notifications ------------------------------------------------------------------------------
 @bp.get("/notifications")
 def list_notifications():
     query = _query(s.NotificationQuery)
-    return _page(handlers.list_notifications(_store(), _actor(), **query))
+    return _page(notifications.list_notifications(_store(), _actor(), **query))
 
 
 @bp.post("/notifications/read")
 def mark_all_notifications_read():
-    marked = handlers.mark_all_notifications_read(_store(), _actor())
+    marked = notifications.mark_all_notifications_read(_store(), _actor())
     return jsonify({"marked": marked})
 
 
 @bp.post("/notifications/<id:notification_id>/read")
 def mark_notification_read(notification_id: str):
-    return _answer(handlers.mark_notification_read(_store(), _actor(), notification_id))
+    return _answer(notifications.mark_notification_read(_store(), _actor(), notification_id))
 
 
 # --- the document --------------------------------------------------------------------------------

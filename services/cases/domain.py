@@ -10,9 +10,10 @@ import enum
 import hashlib
 import hmac
 import json
-from collections.abc import Iterable, Set
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Set
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 # --- errors the service layer raises; the HTTP edge maps them to statuses ----------------------
 
@@ -163,8 +164,83 @@ def next_state(state: CaseState, command: str) -> CaseState:
     return after
 
 
-def is_first_close(previous_closes: int) -> bool:
-    return previous_closes == 0
+# --- what a command does to a case --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CaseChange:
+    """What a command does to a case: what happened (``opened``, ``note_added``, ``reassigned``,
+    ``labels_changed``, ``closed``, ``reopened``: the event ``case.<what>`` tells of it), the
+    case's fields it sets, and what that event says beyond the case's id, contact and version.
+
+    The service layer applies it with ``apply_case_change`` (services/cases/handlers/
+    changes.py), which also bumps ``case_version``: no change of a case can skip its version or
+    its event, and consumers that receive events out of order keep the newest state."""
+
+    what: str
+    sets: Mapping[str, Any] = field(default_factory=dict)
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+def open_case(now: datetime) -> CaseChange:
+    return CaseChange(
+        "opened", sets={"opened_on": now, "close_count": 0}, data={"opened_on": now.isoformat()}
+    )
+
+
+def add_note(state: CaseState) -> CaseChange:
+    next_state(state, "note")
+    return CaseChange("note_added")
+
+
+def reassign(
+    state: CaseState, current: tuple[str, str | None], wanted: tuple[str, str | None]
+) -> CaseChange | None:
+    """To another partner and/or user; None when that is who has it already."""
+    next_state(state, "reassign")
+    if wanted == current:
+        return None
+    partner_id, user_id = wanted
+    return CaseChange("reassigned", sets={"partner_id": partner_id, "user_id": user_id})
+
+
+def relabel(state: CaseState, current: Set[str], wanted: Set[str]) -> CaseChange | None:
+    """The case's labels become ``wanted``; None when they are already."""
+    next_state(state, "label")
+    if set(wanted) == set(current):
+        return None
+    return CaseChange("labels_changed", data={"labels": sorted(wanted)})
+
+
+def check_state(state: CaseState, command: str) -> None:
+    """Raise Conflict unless the case's state allows ``command`` (checked before a handler looks
+    anything up, so that a closed case answers 409 whatever else is wrong)."""
+    next_state(state, command)
+
+
+def check_reply(state: CaseState) -> None:
+    """A reply changes nothing of the case itself, but only an open case takes one."""
+    next_state(state, "reply")
+
+
+def close_case(state: CaseState, close_count: int, now: datetime) -> CaseChange:
+    """Close; the event says whether this is the first close (the org may start its follow-up
+    flow only then)."""
+    next_state(state, "close")
+    return CaseChange(
+        "closed",
+        sets={"closed_on": now, "close_count": close_count + 1},
+        data={"closed_on": now.isoformat(), "first_close": close_count == 0},
+    )
+
+
+def reopen_case(state: CaseState, now: datetime) -> CaseChange:
+    next_state(state, "reopen")
+    return CaseChange(
+        "reopened",
+        sets={"closed_on": None, "reopened_on": now},
+        data={"opened_on": now.isoformat(), "archived_external_ids": []},
+    )
 
 
 def needs_warning(

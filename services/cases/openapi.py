@@ -19,8 +19,8 @@ from typing import Any
 
 from marshmallow import Schema, fields, validate
 
-from services.cases import handlers as h
 from services.cases import schemas as s
+from services.cases import views as v
 
 ANY = "any user of the org"
 ADMIN = "org administrators"
@@ -42,28 +42,28 @@ class Operation:
 
 
 OPERATIONS: tuple[Operation, ...] = (
-    Operation("get", "/api/v1/me", "The caller: user, role, partner, org.", answer=h.MeView),
-    Operation("get", "/api/v1/org", "The org's settings.", answer=h.OrgView),
+    Operation("get", "/api/v1/me", "The caller: user, role, partner, org.", answer=v.MeView),
+    Operation("get", "/api/v1/org", "The org's settings.", answer=v.OrgView),
     Operation(
         "patch",
         "/api/v1/org",
         "Change settings; emits org.updated.",
         ADMIN,
         body=s.OrgSettingsSchema,
-        answer=h.OrgView,
+        answer=v.OrgView,
     ),
     Operation(
         "get",
         "/api/v1/org/catalog",
         "Groups and flows of the flow engine, by name.",
         ADMIN,
-        answer=h.CatalogView,
+        answer=v.CatalogView,
     ),
     Operation(
         "get",
         "/api/v1/partners",
         "Partners (others' as a directory of id and name for non-administrators).",
-        answer=(h.PartnerView, h.Ref),
+        answer=(v.PartnerView, v.Ref),
         shape="list",
     ),
     Operation(
@@ -72,14 +72,14 @@ OPERATIONS: tuple[Operation, ...] = (
         "Add a partner.",
         ADMIN,
         body=s.PartnerSchema,
-        answer=h.PartnerView,
+        answer=v.PartnerView,
         status=201,
     ),
     Operation(
         "get",
         "/api/v1/partners/{partner_id}",
         "One partner (administrators, or its own users).",
-        answer=h.PartnerView,
+        answer=v.PartnerView,
     ),
     Operation(
         "patch",
@@ -87,14 +87,14 @@ OPERATIONS: tuple[Operation, ...] = (
         "Change a partner, its restriction and labels.",
         ADMIN,
         body=s.PartnerChangesSchema,
-        answer=h.PartnerView,
+        answer=v.PartnerView,
     ),
     Operation(
         "get",
         "/api/v1/users",
         "Users the caller may see.",
         query=s.UserQuery,
-        answer=h.UserView,
+        answer=v.UserView,
         shape="list",
     ),
     Operation(
@@ -103,24 +103,24 @@ OPERATIONS: tuple[Operation, ...] = (
         "Add a user.",
         "administrators; managers for their partner",
         body=s.UserSchema,
-        answer=h.UserView,
+        answer=v.UserView,
         status=201,
     ),
-    Operation("get", "/api/v1/users/{user_id}", "One user.", answer=h.UserView),
+    Operation("get", "/api/v1/users/{user_id}", "One user.", answer=v.UserView),
     Operation(
         "patch",
         "/api/v1/users/{user_id}",
         "Rename, change role, deactivate.",
         "administrators; managers for their partner; anyone renames themselves",
         body=s.UserChangesSchema,
-        answer=h.UserView,
+        answer=v.UserView,
     ),
     Operation(
         "get",
         "/api/v1/users/{user_id}/tokens",
         "A user's tokens (never the secret).",
         "the user, administrators, their partner's managers",
-        answer=h.TokenView,
+        answer=v.TokenView,
         shape="list",
     ),
     Operation(
@@ -129,7 +129,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "Create a token; shown this once.",
         "the user, administrators, their partner's managers",
         body=s.TokenSchema,
-        answer=h.NewToken,
+        answer=v.NewToken,
         status=201,
     ),
     Operation(
@@ -137,26 +137,26 @@ OPERATIONS: tuple[Operation, ...] = (
         "/api/v1/users/{user_id}/tokens/{token_id}",
         "Revoke a token.",
         "the user, administrators, their partner's managers",
-        answer=h.TokenView,
+        answer=v.TokenView,
     ),
-    Operation("get", "/api/v1/labels", "Labels the caller sees.", answer=h.LabelView, shape="list"),
+    Operation("get", "/api/v1/labels", "Labels the caller sees.", answer=v.LabelView, shape="list"),
     Operation(
         "post",
         "/api/v1/labels",
         "Add a label; emits label.created.",
         ADMIN,
         body=s.LabelSchema,
-        answer=h.LabelView,
+        answer=v.LabelView,
         status=201,
     ),
-    Operation("get", "/api/v1/labels/{label_id}", "One label.", answer=h.LabelView),
+    Operation("get", "/api/v1/labels/{label_id}", "One label.", answer=v.LabelView),
     Operation(
         "patch",
         "/api/v1/labels/{label_id}",
         "Change a label; emits label.updated.",
         ADMIN,
         body=s.LabelChangesSchema,
-        answer=h.LabelView,
+        answer=v.LabelView,
     ),
     Operation(
         "delete",
@@ -172,7 +172,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "One page of a folder (inbox, flagged, archived, unlabelled, sent), newest first; "
         "the sent folder holds replies.",
         query=s.MessageQuery,
-        answer=(h.MessageView, h.OutgoingView),
+        answer=(v.MessageView, v.OutgoingView),
         shape="page",
     ),
     Operation(
@@ -180,22 +180,22 @@ OPERATIONS: tuple[Operation, ...] = (
         "/api/v1/messages/counts",
         "Messages per folder and inbox messages per label.",
         query=s.CountsQuery,
-        answer=h.Counts,
+        answer=v.Counts,
     ),
     Operation(
         "post",
         "/api/v1/messages/actions",
         "One action on many messages, all or none.",
         body=s.BulkMessageActionSchema,
-        answer=h.MessageView,
+        answer=v.MessageView,
         shape="list",
     ),
-    Operation("get", "/api/v1/messages/{message_id}", "One message.", answer=h.MessageView),
+    Operation("get", "/api/v1/messages/{message_id}", "One message.", answer=v.MessageView),
     Operation(
         "get",
         "/api/v1/messages/{message_id}/history",
         "Who did what to the message.",
-        answer=h.HistoryEntry,
+        answer=v.HistoryEntry,
         shape="list",
     ),
     Operation(
@@ -203,34 +203,34 @@ OPERATIONS: tuple[Operation, ...] = (
         "/api/v1/messages/{message_id}/actions",
         "Label, unlabel, flag, unflag, archive or restore.",
         body=s.MessageActionSchema,
-        answer=h.MessageView,
+        answer=v.MessageView,
     ),
     Operation(
         "post",
         "/api/v1/messages/{message_id}/reply",
         "Answer the contact; archives the message; emits outgoing.requested.",
         body=s.ReplySchema,
-        answer=h.OutgoingView,
+        answer=v.OutgoingView,
         status=201,
     ),
     Operation(
         "post",
         "/api/v1/messages/{message_id}/lock",
         "Take the soft lock for a few minutes.",
-        answer=h.MessageView,
+        answer=v.MessageView,
     ),
     Operation(
         "delete",
         "/api/v1/messages/{message_id}/lock",
         "Release one's soft lock.",
-        answer=h.MessageView,
+        answer=v.MessageView,
     ),
     Operation(
         "get",
         "/api/v1/cases",
         "Cases the caller sees, newest first.",
         query=s.CaseQuery,
-        answer=h.CaseView,
+        answer=v.CaseView,
         shape="page",
     ),
     Operation(
@@ -238,16 +238,16 @@ OPERATIONS: tuple[Operation, ...] = (
         "/api/v1/cases",
         "Open a case (201), or get the contact's open one (200); emits case.opened.",
         body=s.OpenCaseSchema,
-        answer=h.CaseView,
+        answer=v.CaseView,
         status=201,
     ),
-    Operation("get", "/api/v1/cases/{case_id}", "One case.", answer=h.CaseView),
+    Operation("get", "/api/v1/cases/{case_id}", "One case.", answer=v.CaseView),
     Operation(
         "get",
         "/api/v1/cases/{case_id}/timeline",
         "Messages and actions, oldest first.",
         query=s.TimelineQuery,
-        answer=h.TimelineEntry,
+        answer=v.TimelineEntry,
         shape="page",
     ),
     Operation(
@@ -256,7 +256,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "Add a note; emits case.note_added.",
         WORKERS,
         body=s.NoteSchema,
-        answer=h.CaseView,
+        answer=v.CaseView,
         status=201,
     ),
     Operation(
@@ -265,7 +265,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "Reassign; emits case.reassigned.",
         WORKERS,
         body=s.ReassignSchema,
-        answer=h.CaseView,
+        answer=v.CaseView,
     ),
     Operation(
         "put",
@@ -273,7 +273,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "Set the labels; emits case.labels_changed.",
         WORKERS,
         body=s.CaseLabelsSchema,
-        answer=h.CaseView,
+        answer=v.CaseView,
     ),
     Operation(
         "post",
@@ -281,7 +281,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "Message the contact; emits outgoing.requested.",
         WORKERS,
         body=s.ReplySchema,
-        answer=h.OutgoingView,
+        answer=v.OutgoingView,
         status=201,
     ),
     Operation(
@@ -290,7 +290,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "Close with a final note; emits case.closed.",
         WORKERS,
         body=s.NoteSchema,
-        answer=h.CaseView,
+        answer=v.CaseView,
     ),
     Operation(
         "post",
@@ -298,18 +298,18 @@ OPERATIONS: tuple[Operation, ...] = (
         "Reopen; emits case.reopened.",
         WORKERS,
         body=s.ReopenSchema,
-        answer=h.CaseView,
+        answer=v.CaseView,
     ),
     Operation(
-        "put", "/api/v1/cases/{case_id}/watch", "Watch: get notifications.", answer=h.CaseView
+        "put", "/api/v1/cases/{case_id}/watch", "Watch: get notifications.", answer=v.CaseView
     ),
-    Operation("delete", "/api/v1/cases/{case_id}/watch", "Stop watching.", answer=h.CaseView),
+    Operation("delete", "/api/v1/cases/{case_id}/watch", "Stop watching.", answer=v.CaseView),
     Operation(
         "get",
         "/api/v1/notifications",
         "The caller's notifications, newest first.",
         query=s.NotificationQuery,
-        answer=h.NotificationView,
+        answer=v.NotificationView,
         shape="page",
     ),
     Operation("post", "/api/v1/notifications/read", "Mark all of one's notifications read."),
@@ -317,7 +317,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "post",
         "/api/v1/notifications/{notification_id}/read",
         "Mark one read.",
-        answer=h.NotificationView,
+        answer=v.NotificationView,
     ),
     Operation("get", "/api/v1/openapi.json", "This document (no token needed).", "anyone"),
     Operation("get", "/healthz", "The process is alive.", "anyone"),
@@ -521,7 +521,7 @@ def view_schema(view: type, components: dict[str, Any]) -> dict[str, Any]:
     name = view.__name__
     if name not in components:
         components[name] = {}  # placeholder: views may refer to each other
-        hints = typing.get_type_hints(view, vars(h))
+        hints = typing.get_type_hints(view, vars(v))
         components[name] = {
             "type": "object",
             "properties": {

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.cases import handlers
+from services.cases.handlers import consumers
 from services.cases.models import open_store
 from shared import events as ev
 from shared.bus.dispatch import Handler, Subscription
@@ -11,17 +11,17 @@ from shared.settings import Settings
 from shared.uow import ServiceStore
 
 MESSAGE_HANDLERS: dict[str, Handler] = {
-    ev.MESSAGE_RECEIVED: handlers.on_message_received,
-    ev.MESSAGE_LABELED: handlers.on_message_labeled,
+    ev.MESSAGE_RECEIVED: consumers.on_message_received,
+    ev.MESSAGE_LABELED: consumers.on_message_labeled,
 }
 
 FLOWBRIDGE_HANDLERS: dict[str, Handler] = {
-    ev.OUTGOING_SENT: handlers.on_outgoing_sent,
-    ev.OUTGOING_FAILED: handlers.on_outgoing_failed,
-    ev.CONTACT_SUSPENDED: handlers.on_contact_suspended,
-    ev.CONTACT_RESTORED: handlers.on_contact_restored,
-    ev.FOLLOWUP_STARTED: handlers.on_followup_started,
-    ev.CATALOG_SYNCED: handlers.on_catalog_synced,
+    ev.OUTGOING_SENT: consumers.on_outgoing_sent,
+    ev.OUTGOING_FAILED: consumers.on_outgoing_failed,
+    ev.CONTACT_SUSPENDED: consumers.on_contact_suspended,
+    ev.CONTACT_RESTORED: consumers.on_contact_restored,
+    ev.FOLLOWUP_STARTED: consumers.on_followup_started,
+    ev.CATALOG_SYNCED: consumers.on_catalog_synced,
 }
 
 
@@ -29,7 +29,7 @@ def subscriptions(settings: Settings, store: ServiceStore | None = None) -> list
     store = store or open_store(settings)
     return [
         Subscription(
-            CASES_MESSAGES, store, MESSAGE_HANDLERS, prepare=handlers.prepare_message_events
+            CASES_MESSAGES, store, MESSAGE_HANDLERS, prepare=consumers.prepare_message_events
         ),
         Subscription(CASES_DELIVERY, store, FLOWBRIDGE_HANDLERS),
     ]

@@ -113,10 +113,13 @@ def test_the_cycle_finder_finds_a_cycle():
 
 # Modules still over the limit, each to be split; the list may only shrink.
 TOO_LONG_FOR_NOW = {
-    "services/cases/handlers.py",
     "services/flowbridge/handlers.py",
     "fakes/rapidpro/app.py",
 }
+
+
+def test_the_list_of_long_modules_names_only_modules_that_exist():
+    assert {p for p in TOO_LONG_FOR_NOW if not (ROOT / p).exists()} == set()
 
 
 @pytest.mark.parametrize("path", sorted(product_modules().values()), ids=str)

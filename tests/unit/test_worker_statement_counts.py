@@ -92,18 +92,19 @@ def test_a_batch_costs_the_same_few_statements_whatever_its_size(any_world, pair
 
 def test_what_a_unit_of_work_knows_ends_with_its_transaction(any_world):
     """After a rollback (a failed batch) nothing remembered from before is used again."""
-    from services.cases import handlers
+    from services.cases.handlers.contacts import ensure_contact
+    from services.cases.handlers.rows import ensure_org
     from services.cases.models import Contact
     from tests.cases_helpers import ORG
 
     contact_uuid = new_uuid()
     with any_world.store.unit_of_work() as uow:
         session = uow.session
-        before = handlers._ensure_contact(session, handlers._ensure_org(session, ORG), contact_uuid)
+        before = ensure_contact(session, ensure_org(session, ORG), contact_uuid)
         session.rollback()
         with counted(any_world.store.db.engine) as statements:
-            org = handlers._ensure_org(session, ORG)
-            after = handlers._ensure_contact(session, org, contact_uuid)
+            org = ensure_org(session, ORG)
+            after = ensure_contact(session, org, contact_uuid)
         assert after is not before
         assert [s.split()[0] for s in statements] == ["SELECT", "SELECT", "INSERT"], statements
         uow.commit()

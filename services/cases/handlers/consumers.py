@@ -1,0 +1,277 @@
+"""The events cases consumes: messages received and labelled (new messages of a contact with an
+open case go into it), and flowbridge's reports (replies sent or failed, the contact suspended
+or restored, the follow-up flow started, the engine's catalog)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from services.cases.domain import (
+    merge_labeler_labels,
+)
+from services.cases.handlers.cache import cache_of
+from services.cases.handlers.changes import mirror_archive
+from services.cases.handlers.contacts import ensure_contact, insert_contacts
+from services.cases.handlers.notifications import notify, watchers
+from services.cases.handlers.rows import (
+    ensure_org,
+    existing_labels,
+    known_message_labels,
+    known_open_case,
+    live_labels,
+    set_message_labels,
+)
+from services.cases.models import (
+    Case,
+    CaseAction,
+    Catalog,
+    Contact,
+    Message,
+    MessageAction,
+    MessageLabel,
+    Outgoing,
+)
+from shared import events as ev
+from shared.db import new_id
+from shared.events import Envelope
+from shared.uow import UnitOfWork
+
+log = logging.getLogger(__name__)
+
+
+MESSAGE_EVENTS = (ev.MESSAGE_RECEIVED, ev.MESSAGE_LABELED)
+
+
+def prepare_message_events(uow: UnitOfWork, events: list[Envelope]) -> None:
+    """Before a worker's batch of message events is handled one by one: read their orgs, the
+    orgs' labels, contacts, messages, these messages' labels and the contacts' open cases in one
+    query each,
+    and insert the contacts new to their org in one statement. The handlers then find all of it
+    in ``cache_of`` (bench: one round trip per row was what limited the cases worker)."""
+    session, known = uow.session, cache_of(uow.session)
+    events = [event for event in events if event.name in MESSAGE_EVENTS]
+    by_org: dict[str, dict[str, list[Envelope]]] = {}
+    for event in events:
+        by_org.setdefault(event.org, {}).setdefault(event.data["contact_uuid"], []).append(event)
+    old_contacts: list[str] = []
+    for org_key, contact_events in by_org.items():
+        org = ensure_org(session, org_key)
+        live_labels(session, org.key)
+        uuids = list(contact_events)
+        for contact in session.scalars(
+            select(Contact).where(Contact.org == org.key, Contact.uuid.in_(uuids))
+        ):
+            known.contacts[(org.key, contact.uuid)] = contact
+            old_contacts.append(contact.id)
+        new = {u: contact_events[u] for u in uuids if (org.key, u) not in known.contacts}
+        insert_contacts(session, org, new)
+    if old_contacts:
+        for case in session.scalars(
+            select(Case).where(Case.contact_id.in_(old_contacts), Case.closed_on.is_(None))
+        ):
+            known.open_cases[case.contact_id] = case
+        known.open_cases_read.update(old_contacts)
+    message_ids = {event.data["message_id"] for event in events}
+    if not message_ids:
+        return
+    for message in session.scalars(select(Message).where(Message.id.in_(message_ids))):
+        known.messages[message.id] = message
+        known.message_labels[message.id] = set()
+    found = [mid for mid in message_ids if mid in known.messages]
+    if found:
+        rows = session.execute(
+            select(MessageLabel.message_id, MessageLabel.label_id).where(
+                MessageLabel.message_id.in_(found)
+            )
+        )
+        for message_id, label_id in rows:
+            known.message_labels[message_id].add(label_id)
+    known.messages_read.update(message_ids)
+
+
+def on_message_received(uow: UnitOfWork, event: Envelope) -> None:
+    """Store the message; while its contact has an open case it goes into the case, archived."""
+    session, data = uow.session, event.data
+    org = ensure_org(session, event.org)
+    received_at = data["received_at"]
+    contact = ensure_contact(
+        session, org, data["contact_uuid"], fields=data["contact_fields"], fields_at=received_at
+    )
+    if contact.fields_at is None or received_at >= contact.fields_at:
+        contact.fields = dict(data["contact_fields"])  # unchanged (no UPDATE) for a new contact
+        contact.fields_at = received_at
+    values = {
+        "external_id": data["external_id"],
+        "text": data["text"],
+        "attachments": [dict(a) for a in data["attachments"]],
+        "flow_uuid": data["flow_uuid"],
+        "flow_name": data["flow_name"],
+        "node_uuid": data["node_uuid"],
+        "simulation": data["simulation"],
+        "received_at": received_at,
+    }
+    message, created = _ensure_message(session, event, contact, values)
+    if message is None:
+        return
+    first_receipt = created or message.received_at is None
+    if not created:  # a new message was inserted with these values already
+        values["external_id"] = data["external_id"] or message.external_id
+        for key, value in values.items():
+            setattr(message, key, value)
+    if not first_receipt or message.case_id is not None:
+        return
+    if contact.id in cache_of(session).new_contacts:
+        return  # created in this transaction: nobody could open a case for it yet
+    case = known_open_case(session, contact.id)
+    if case is None:
+        return
+    message.case_id = case.id
+    if not message.archived:
+        message.archived = True
+        session.add(
+            MessageAction(id=new_id(), message_id=message.id, action="archive", case_id=case.id)
+        )
+        mirror_archive(uow, org, ev.MESSAGE_ARCHIVED, [message])
+    notify(session, case, "message", None, watchers(session, case.id))
+
+
+def on_message_labeled(uow: UnitOfWork, event: Envelope) -> None:
+    """Apply the labeler's newest opinion; an older one arriving late changes nothing.
+
+    Everything is read before anything changes, so that the message's changes go out in one
+    UPDATE (a query in between would autoflush them).
+    """
+    session, data = uow.session, event.data
+    org = ensure_org(session, event.org)
+    contact = ensure_contact(session, org, data["contact_uuid"])
+    message, _ = _ensure_message(session, event, contact)
+    if message is None:
+        return
+    if message.labeler_at is not None and event.occurred_at <= message.labeler_at:
+        message.labelled = True
+        return
+    current = known_message_labels(session, message.id)
+    merged = merge_labeler_labels(current, set(message.labeler_labels), set(data["labels"]))
+    set_message_labels(session, message, current, existing_labels(session, org.key, merged))
+    message.labelled = True
+    message.labeler_labels = sorted(data["labels"])
+    message.labeler_at = event.occurred_at
+
+
+def _ensure_message(
+    session: Session, event: Envelope, contact: Contact, values: dict[str, Any] | None = None
+) -> tuple[Message | None, bool]:
+    """The event's message and whether this call created it (with ``values``); None when the
+    message names another org or contact than the event."""
+    data = event.data
+    known = cache_of(session)
+    message = known.messages.get(data["message_id"])
+    if message is None and data["message_id"] not in known.messages_read:
+        message = session.get(Message, data["message_id"])
+    created = message is None
+    if message is None:
+        message = Message(
+            id=data["message_id"],
+            org=event.org,
+            contact_id=contact.id,
+            external_id=data.get("external_id"),
+            attachments=[],
+            labeler_labels=[],
+            simulation=data.get("simulation", False),
+        )
+        for key, value in (values or {}).items():
+            setattr(message, key, value)
+        session.add(message)  # a replica inserting it too collides at the flush; we retry then
+        known.message_labels[message.id] = set()
+    elif message.org != event.org or message.contact_id != contact.id:
+        log.error("%s %s names another org or contact than before; ignored", event.name, event.id)
+        return None, False
+    known.messages[message.id] = message
+    return message, created
+
+
+def on_outgoing_sent(uow: UnitOfWork, event: Envelope) -> None:
+    outgoing = _outgoing_of(uow.session, event)
+    if outgoing is not None and outgoing.delivery != "sent":
+        outgoing.delivery = "sent"
+        outgoing.failure = None
+        outgoing.sent_on = event.data["sent_on"]
+
+
+def on_outgoing_failed(uow: UnitOfWork, event: Envelope) -> None:
+    """A failure never overrides a delivery the engine confirmed (they may arrive reversed)."""
+    session = uow.session
+    outgoing = _outgoing_of(session, event)
+    if outgoing is None or outgoing.delivery != "pending":
+        return
+    outgoing.delivery = "failed"
+    outgoing.failure = event.data["reason"]
+    if outgoing.case_id is not None:
+        case = session.get(Case, outgoing.case_id)
+        if case is not None:
+            notify(session, case, "failed", None, [outgoing.user_id])
+
+
+def _outgoing_of(session: Session, event: Envelope) -> Outgoing | None:
+    outgoing = session.get(Outgoing, event.data["outgoing_id"])
+    if outgoing is None or outgoing.org != event.org:
+        log.warning("%s for unknown reply %s ignored", event.name, event.data["outgoing_id"])
+        return None
+    return outgoing
+
+
+def on_contact_suspended(uow: UnitOfWork, event: Envelope) -> None:
+    data = event.data
+    _system_action(
+        uow.session,
+        event,
+        "suspended",
+        {"groups": list(data["groups"]), "skipped": list(data["skipped"])},
+    )
+
+
+def on_contact_restored(uow: UnitOfWork, event: Envelope) -> None:
+    data = event.data
+    _system_action(
+        uow.session, event, "restored", {"groups": list(data["groups"]), "reason": data["reason"]}
+    )
+
+
+def on_followup_started(uow: UnitOfWork, event: Envelope) -> None:
+    catalog = uow.session.get(Catalog, event.org)
+    flows = {f["uuid"]: f["name"] for f in catalog.flows} if catalog else {}
+    flow = event.data["flow_uuid"]
+    _system_action(
+        uow.session, event, "followup", {"flow": {"uuid": flow, "name": flows.get(flow)}}
+    )
+
+
+def _system_action(session: Session, event: Envelope, kind: str, details: dict[str, Any]) -> None:
+    """What flowbridge did for a case, in its timeline at the moment it happened."""
+    case = session.get(Case, event.data["case_id"])
+    if case is None or case.org != event.org:
+        log.warning("%s for unknown case %s ignored", event.name, event.data["case_id"])
+        return
+    session.add(
+        CaseAction(
+            id=new_id(), case_id=case.id, kind=kind, data=details, created_at=event.occurred_at
+        )
+    )
+
+
+def on_catalog_synced(uow: UnitOfWork, event: Envelope) -> None:
+    session, data = uow.session, event.data
+    ensure_org(session, event.org)
+    catalog = session.get(Catalog, event.org)
+    if catalog is None:
+        catalog = Catalog(org=event.org, synced_on=data["synced_on"])
+        session.add(catalog)
+    elif data["synced_on"] <= catalog.synced_on:
+        return  # an older snapshot arriving late
+    catalog.groups = [dict(g) for g in data["groups"]]
+    catalog.flows = [dict(f) for f in data["flows"]]
+    catalog.synced_on = data["synced_on"]

@@ -1,0 +1,119 @@
+"""Contacts as cases knows them: created from message events under a per-org HMAC pseudonym
+(never a URN), and shown as that reference plus the one field the org chose to show."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from services.cases.domain import (
+    LONG_REF_LENGTH,
+    display_value,
+    pseudonym,
+)
+from services.cases.handlers.cache import cache_of
+from services.cases.models import (
+    Contact,
+    Org,
+)
+from services.cases.views import ContactView
+from shared import events as ev
+from shared.db import insert_statement, new_id, utcnow
+from shared.events import Envelope
+
+
+def ensure_contact(
+    session: Session,
+    org: Org,
+    contact_uuid: str,
+    *,
+    fields: dict[str, Any] | None = None,
+    fields_at: datetime | None = None,
+) -> Contact:
+    """The org's contact of this uuid, created (with these fields) if new.
+
+    A new contact gets the short pseudonym unless another contact of the org has it already
+    (``uq_contacts_ref`` tells, in the same INSERT), then the long one. Contacts created in this
+    transaction are remembered in ``cache_of(session).new_contacts``.
+    """
+    known = cache_of(session)
+    contact = known.contacts.get((org.key, contact_uuid)) or _contact_by_uuid(
+        session, org, contact_uuid
+    )
+    if contact is None:
+        values = {"fields": dict(fields or {}), "fields_at": fields_at}
+        short = pseudonym(org.pseudonym_salt, org.key, contact_uuid)
+        contact = _insert_contact(session, org, contact_uuid, short, values)
+        if contact is None:  # a replica created it a moment ago, or another contact has the ref
+            contact = _contact_by_uuid(session, org, contact_uuid)
+        if contact is None:
+            long = pseudonym(org.pseudonym_salt, org.key, contact_uuid, LONG_REF_LENGTH)
+            contact = _insert_contact(session, org, contact_uuid, long, values, any_conflict=False)
+            contact = contact or _contact_by_uuid(session, org, contact_uuid)
+        assert contact is not None
+    known.contacts[(org.key, contact_uuid)] = contact
+    return contact
+
+
+def _insert_contact(
+    session: Session,
+    org: Org,
+    contact_uuid: str,
+    ref: str,
+    values: dict[str, Any],
+    *,
+    any_conflict: bool = True,
+) -> Contact | None:
+    """INSERT ... ON CONFLICT DO NOTHING RETURNING: the new contact, or None when it collided
+    (on its uuid, or with ``any_conflict`` also on its ref)."""
+    statement = insert_statement(session, Contact).values(
+        id=new_id(), org=org.key, uuid=contact_uuid, ref=ref, created_at=utcnow(), **values
+    )
+    statement = statement.on_conflict_do_nothing(
+        index_elements=None if any_conflict else ["org", "uuid"]
+    )
+    contact = session.scalars(statement.returning(Contact)).first()
+    if contact is not None:
+        cache_of(session).new_contacts.add(contact.id)
+    return contact
+
+
+def _contact_by_uuid(session: Session, org: Org, contact_uuid: str) -> Contact | None:
+    return session.scalar(
+        select(Contact).where(Contact.org == org.key, Contact.uuid == contact_uuid)
+    )
+
+
+def contact_view(contact: Contact, org: Org) -> ContactView:
+    return ContactView(contact.ref, display_value(contact.fields, org.display_field))
+
+
+def insert_contacts(session: Session, org: Org, new: dict[str, list[Envelope]]) -> None:
+    """Insert contacts new to the org in one statement, each with its short pseudonym and the
+    fields of its newest message in the batch (what handling the events one by one leaves).
+    One whose pseudonym another contact has is left out: ``ensure_contact`` handles it alone."""
+    if not new:
+        return
+    rows = []
+    for contact_uuid, events in new.items():
+        received = [e.data for e in events if e.name == ev.MESSAGE_RECEIVED]
+        newest = max(received, key=lambda data: data["received_at"], default=None)
+        rows.append(
+            {
+                "id": new_id(),
+                "org": org.key,
+                "uuid": contact_uuid,
+                "ref": pseudonym(org.pseudonym_salt, org.key, contact_uuid),
+                "fields": dict(newest["contact_fields"]) if newest else {},
+                "fields_at": newest["received_at"] if newest else None,
+                "created_at": utcnow(),
+            }
+        )
+    statement = insert_statement(session, Contact).values(rows).on_conflict_do_nothing()
+    known = cache_of(session)
+    for contact in session.scalars(statement.returning(Contact)):
+        known.contacts[(org.key, contact.uuid)] = contact
+        known.new_contacts.add(contact.id)

@@ -1,0 +1,214 @@
+"""What the partner API shows: one frozen dataclass per answer's shape (their field names are
+the JSON keys, and the OpenAPI document is derived from them). Partner-safe by construction: a
+contact is its pseudonymous reference and the one field the org chose to show, never a URN."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Ref:
+    id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class CatalogRef:
+    uuid: str
+    name: str | None
+
+
+@dataclass(frozen=True)
+class ContactView:
+    ref: str
+    display: str | None  # the org's chosen contact field; None when the org chose none
+
+
+@dataclass(frozen=True)
+class OrgView:
+    key: str
+    name: str
+    timezone: str
+    suspend_groups: list[CatalogRef]
+    followup_flow: CatalogRef | None
+    followup_every_close: bool
+    interrupt_on_open: bool
+    mirror_labels: bool
+    mirror_archive: bool
+    display_field: str | None
+    warning_days: int | None
+    org_version: int
+
+
+@dataclass(frozen=True)
+class CatalogView:
+    groups: list[dict[str, Any]]
+    flows: list[dict[str, Any]]
+    synced_on: datetime | None
+
+
+@dataclass(frozen=True)
+class PartnerView:
+    id: str
+    name: str
+    description: str
+    restricted: bool
+    labels: list[Ref]
+
+
+@dataclass(frozen=True)
+class UserView:
+    id: str
+    name: str
+    email: str
+    role: str
+    partner: Ref | None
+    active: bool
+
+
+@dataclass(frozen=True)
+class MeView:
+    user: UserView
+    org: OrgRef
+    restricted: bool
+    labels: list[str]  # the labels a restricted partner sees
+
+
+@dataclass(frozen=True)
+class OrgRef:
+    key: str
+    name: str
+
+
+@dataclass(frozen=True)
+class TokenView:
+    id: str
+    description: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True)
+class NewToken:
+    """The only answer that ever carries a token."""
+
+    id: str
+    token: str
+    description: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class LabelView:
+    id: str
+    name: str
+    description: str
+    synced: bool
+    active: bool
+    rule: list[dict[str, Any]]
+    rule_description: str
+    label_version: int
+
+
+@dataclass(frozen=True)
+class LockView:
+    locked_by: Ref
+    until: datetime
+
+
+@dataclass(frozen=True)
+class MessageView:
+    id: str
+    contact: ContactView
+    text: str | None
+    attachments: list[dict[str, Any]]
+    received_at: datetime
+    labels: list[Ref]
+    labelled: bool
+    flagged: bool
+    archived: bool
+    simulation: bool
+    case: str | None
+    lock: LockView | None
+
+
+@dataclass(frozen=True)
+class OutgoingView:
+    id: str
+    contact: ContactView
+    text: str
+    case: str | None
+    reply_to: str | None
+    by: Ref | None
+    delivery: str
+    failure: str | None
+    sent_on: datetime | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    action: str
+    by: Ref | None
+    label: Ref | None
+    case: str | None
+    at: datetime
+
+
+@dataclass(frozen=True)
+class CaseView:
+    id: str
+    contact: ContactView
+    summary: str
+    state: str
+    assignee_partner: Ref
+    assignee_user: Ref | None
+    labels: list[Ref]
+    opened_by: Ref | None
+    opened_on: datetime
+    reopened_on: datetime | None
+    closed_on: datetime | None
+    initial_message: str | None
+    case_version: int
+    warning: bool
+    watching: bool
+    access: str
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    type: str  # incoming, outgoing, action
+    id: str
+    at: datetime
+    text: str | None = None
+    attachments: list[dict[str, Any]] | None = None
+    by: Ref | None = None
+    delivery: str | None = None
+    action: str | None = None
+    note: str | None = None
+    details: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class NotificationView:
+    id: str
+    kind: str
+    case: str
+    by: Ref | None
+    created_at: datetime
+    read: bool
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Any]
+    next_cursor: str | None = None
+
+
+@dataclass(frozen=True)
+class Counts:
+    folders: dict[str, int]
+    labels: dict[str, int] = field(default_factory=dict)
