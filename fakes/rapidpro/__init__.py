@@ -6,7 +6,8 @@ See :mod:`fakes.rapidpro.app` for the API and control endpoints and
 :mod:`fakes.rapidpro.webhooks` for the webhook body shapes.
 """
 
-from .app import (
+from .app import FakeState, create_app, load_workspace
+from .seed import (
     DEMO_ACTIVATE_NODE,
     DEMO_CHANNEL,
     DEMO_CONTACT_AMINA,
@@ -23,10 +24,7 @@ from .app import (
     DEMO_POLL_WAIT_NODE,
     DEMO_TOKEN,
     DEMO_WORKSPACE,
-    FakeState,
-    create_app,
     demo_seed,
-    load_workspace,
 )
 
 __all__ = [

@@ -18,7 +18,8 @@ from types import FrameType
 
 from werkzeug.serving import make_server
 
-from .app import DEFAULT_PAGE_SIZE, SEEDS, create_app
+from .app import DEFAULT_PAGE_SIZE, create_app
+from .seed import SEEDS
 
 
 def build_parser() -> argparse.ArgumentParser:
