@@ -6,7 +6,7 @@ See :mod:`fakes.rapidpro.app` for the API and control endpoints and
 :mod:`fakes.rapidpro.webhooks` for the webhook body shapes.
 """
 
-from .app import FakeState, create_app, load_workspace
+from .app import create_app
 from .seed import (
     DEMO_ACTIVATE_NODE,
     DEMO_CHANNEL,
@@ -26,6 +26,7 @@ from .seed import (
     DEMO_WORKSPACE,
     demo_seed,
 )
+from .state import FakeState, load_workspace
 
 __all__ = [
     "DEMO_ACTIVATE_NODE",
