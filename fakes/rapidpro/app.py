@@ -39,6 +39,7 @@ import requests
 from flask import Flask, Response, request
 
 from . import webhooks
+from .faults import _make_fault, _take_fault, fault_response
 from .persistence import restore_state, save_state
 from .seed import SEEDS
 from .serialize import (
@@ -67,7 +68,6 @@ from .state import (
     _Contact,
     _control_group,
     _control_workspace,
-    _Fault,
     _find_by_name,
     _find_contact,
     _find_group,
@@ -537,18 +537,6 @@ def _authenticate(state: FakeState) -> Workspace:
     return ws
 
 
-def _take_fault(ws: Workspace, endpoint: str) -> _Fault | None:
-    for fault in ws.faults:
-        prefix = (fault.path or "").removeprefix("/api/v2/").removeprefix("/")
-        if endpoint.startswith(prefix):
-            if fault.count is not None:
-                fault.count -= 1
-                if fault.count <= 0:
-                    ws.faults.remove(fault)
-            return fault
-    return None
-
-
 def _throttle(state: FakeState, ws: Workspace) -> None:
     if ws.rate_limit is None:
         return
@@ -576,16 +564,9 @@ def _handle_api(state: FakeState, endpoint: str) -> Response:
             workspace = ws.name
             fault = _take_fault(ws, endpoint)
         if fault is not None:
-            if fault.delay:
-                time.sleep(fault.delay)
-            if fault.status is not None:
-                headers = {}
-                if fault.retry_after is not None:
-                    headers["Retry-After"] = str(fault.retry_after)
-                body = fault.body if fault.body is not None else {"detail": "Injected fault"}
-                if isinstance(body, str):
-                    return Response(body, status=fault.status, headers=headers)
-                return _json_response(body, fault.status, headers)
+            answer = fault_response(fault)
+            if answer is not None:
+                return answer
         with state.lock:
             _throttle(state, ws)
             handler = ENDPOINTS[endpoint].get(request.method)
@@ -619,30 +600,6 @@ def _log_request(state: FakeState, endpoint: str, response: Response) -> None:
 # ---------------------------------------------------------------------------------------------
 # Control endpoints (/_fake/...)
 # ---------------------------------------------------------------------------------------------
-
-
-def _make_fault(state: FakeState, spec: dict[str, Any]) -> _Fault:
-    status = spec.get("status", 503)
-    if status is not None and (not isinstance(status, int) or not 100 <= status <= 599):
-        raise ControlError("'status' must be an HTTP status or null (delay only)")
-    delay = spec.get("delay", 0.0)
-    count = spec.get("count")
-    if not isinstance(delay, int | float) or delay < 0:
-        raise ControlError("'delay' must be a number of seconds")
-    if count is not None:
-        _positive_int(count, "count")
-    retry_after = spec.get("retry_after")
-    if retry_after is None and status == 429:
-        retry_after = 1
-    return _Fault(
-        id=state.next_id("fault"),
-        status=status,
-        delay=float(delay),
-        count=count,
-        path=spec.get("path"),
-        retry_after=retry_after,
-        body=spec.get("body"),
-    )
 
 
 def _run_for(
