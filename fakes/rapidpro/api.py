@@ -1,6 +1,7 @@
-"""The API v2 endpoints, under ``/api/v2/<endpoint>.json``: contacts (GET), contact_actions (POST),
-groups (GET), flows (GET), messages (GET, POST), broadcasts (GET, POST), flow_starts (GET, POST),
-message_actions (POST), labels (GET, POST), org / workspace (GET).
+"""The API v2 endpoints, under ``/api/v2/<endpoint>.json`` with ``Authorization: Token <key>``:
+contacts (GET), contact_actions (POST), groups (GET), flows (GET), messages (GET, POST),
+broadcasts (GET, POST), flow_starts (GET, POST), message_actions (POST), labels (GET, POST),
+org / workspace (GET).
 
 Each endpoint takes the state and the caller's workspace and answers the way RapidPro does, with
 cursor pages and RapidPro's validation errors; :data:`ENDPOINTS` maps names and methods to them.
