@@ -19,44 +19,44 @@ from urllib.parse import urlencode
 from flask import Response, request
 
 from .serialize import (
-    _json_response,
     broadcast_json,
     contact_json,
     flow_json,
     flow_start_json,
     group_json,
+    json_response,
     label_json,
     message_json,
 )
 from .state import (
+    Broadcast,
+    Contact,
     FakeState,
+    FlowStart,
+    Message,
     Workspace,
-    _Broadcast,
-    _Contact,
-    _find_by_name,
-    _find_contact,
-    _find_group,
-    _find_label,
-    _FlowStart,
-    _Message,
-    _new_message,
-    _new_uuid,
     add_label,
+    find_by_name,
+    find_contact,
+    find_group,
+    find_label,
+    new_message,
+    new_uuid,
     now_iso,
 )
 from .validation import (
     MAX_NAME_LENGTH,
     ApiError,
-    _body,
-    _boolean,
-    _check_name,
-    _choice,
-    _contacts_field,
-    _Errors,
-    _groups_field,
-    _list_field,
-    _non_field,
-    _text_and_attachments,
+    FieldErrors,
+    api_body,
+    boolean,
+    check_name,
+    choice,
+    contacts_field,
+    groups_field,
+    list_field,
+    non_field,
+    text_and_attachments,
 )
 
 
@@ -96,35 +96,35 @@ def api_get_contacts(state: FakeState, ws: Workspace) -> Response:
     if "urn" in request.args:
         contacts = [c for c in contacts if request.args["urn"] in c.urns]
     if "group" in request.args:
-        group = _find_group(ws, request.args["group"])
+        group = find_group(ws, request.args["group"])
         contacts = [c for c in contacts if group is not None and c.uuid in group.members]
-    return _json_response(_page(ws, contacts, contact_json))
+    return json_response(_page(ws, contacts, contact_json))
 
 
 CONTACT_ACTIONS = ("add", "remove", "block", "unblock", "interrupt", "archive_messages", "delete")
 
 
 def api_contact_actions(state: FakeState, ws: Workspace) -> Response:
-    data = _body()
-    errors = _Errors()
-    refs = _list_field(data, "contacts", errors, required=True)
-    contacts: list[_Contact] = []
+    data = api_body()
+    errors = FieldErrors()
+    refs = list_field(data, "contacts", errors, required=True)
+    contacts: list[Contact] = []
     if refs is not None and not refs:
         errors.add("contacts", "Contacts can't be empty.")
     for ref in refs or []:
-        contact = _find_contact(ws, ref)
+        contact = find_contact(ws, ref)
         if contact is None:
             errors.add("contacts", f"No such object: {ref}")
             break
         contacts.append(contact)
-    action = _choice(data, "action", CONTACT_ACTIONS, errors)
+    action = choice(data, "action", CONTACT_ACTIONS, errors)
     group = None
     if "group" in data:
         ref = data["group"]
         if ref in (None, ""):
             errors.add("group", "This field may not be null.")
         else:
-            group = _find_group(ws, ref)
+            group = find_group(ws, ref)
             if group is None:
                 errors.add("group", f"No such object: {ref}")
             elif group.query:
@@ -132,14 +132,14 @@ def api_contact_actions(state: FakeState, ws: Workspace) -> Response:
     errors.raise_any()
 
     if action in ("add", "remove") and group is None:
-        raise _non_field(f'For action "{action}" you should also specify a group')
+        raise non_field(f'For action "{action}" you should also specify a group')
     if action not in ("add", "remove") and group is not None:
-        raise _non_field(f'For action "{action}" you should not specify a group')
+        raise non_field(f'For action "{action}" you should not specify a group')
     if action == "add":
         inactive = [c.uuid for c in contacts if c.status != "active"]
         if inactive:
             listed = ", ".join(inactive)
-            raise _non_field(f"Non-active contacts cannot be added to groups: {listed}")
+            raise non_field(f"Non-active contacts cannot be added to groups: {listed}")
 
     stamp = now_iso()
     for contact in contacts:
@@ -171,14 +171,14 @@ def api_contact_actions(state: FakeState, ws: Workspace) -> Response:
     return Response(status=204)
 
 
-def _interrupt(ws: Workspace, contact: _Contact) -> None:
+def _interrupt(ws: Workspace, contact: Contact) -> None:
     contact.flow = None
     for key in [k for k in ws.runs if k[0] == contact.uuid]:
         del ws.runs[key]
 
 
 def api_get_groups(state: FakeState, ws: Workspace) -> Response:
-    return _json_response(_page(ws, _filter_name(_filter_uuid(ws.groups.values())), group_json))
+    return json_response(_page(ws, _filter_name(_filter_uuid(ws.groups.values())), group_json))
 
 
 def api_get_flows(state: FakeState, ws: Workspace) -> Response:
@@ -188,32 +188,32 @@ def api_get_flows(state: FakeState, ws: Workspace) -> Response:
     if "archived" in request.args:
         wanted = request.args["archived"].lower() in ("1", "true")
         flows = [f for f in flows if f.archived == wanted]
-    return _json_response(_page(ws, flows, flow_json))
+    return json_response(_page(ws, flows, flow_json))
 
 
 def api_get_labels(state: FakeState, ws: Workspace) -> Response:
-    return _json_response(_page(ws, _filter_name(_filter_uuid(ws.labels.values())), label_json))
+    return json_response(_page(ws, _filter_name(_filter_uuid(ws.labels.values())), label_json))
 
 
 def api_post_labels(state: FakeState, ws: Workspace) -> Response:
-    data = _body()
-    errors = _Errors()
+    data = api_body()
+    errors = FieldErrors()
     target = None
     if "uuid" in request.args:
         target = ws.labels.get(request.args["uuid"])
         if target is None:
             raise ApiError(404, {"detail": "Not found."})
     others = [label for label in ws.labels.values() if label is not target]
-    _check_name(data.get("name"), errors, others)
+    check_name(data.get("name"), errors, others)
     errors.raise_any()
     if target is not None:
         target.name = data["name"]
-        return _json_response(label_json(ws, target))
+        return json_response(label_json(ws, target))
     label = add_label(state, ws, {"name": data["name"]})
-    return _json_response(label_json(ws, label), status=201)
+    return json_response(label_json(ws, label), status=201)
 
 
-MESSAGE_FOLDERS: dict[str, Callable[[_Message], bool]] = {
+MESSAGE_FOLDERS: dict[str, Callable[[Message], bool]] = {
     "inbox": lambda m: m.direction == "in" and m.visibility == "visible" and m.flow is None,
     "flows": lambda m: m.direction == "in" and m.visibility == "visible" and m.flow is not None,
     "archived": lambda m: m.direction == "in" and m.visibility == "archived",
@@ -244,31 +244,31 @@ def api_get_messages(state: FakeState, ws: Workspace) -> Response:
         keep = MESSAGE_FOLDERS.get(folder, lambda m: False)
         messages = [m for m in messages if keep(m)]
     if "label" in args:
-        label = _find_label(ws, args["label"])
+        label = find_label(ws, args["label"])
         messages = [m for m in messages if label is not None and label.uuid in m.labels]
     if "broadcast" in args:
         messages = [m for m in messages if str(m.broadcast) == args["broadcast"]]
-    return _json_response(_page(ws, messages, message_json))
+    return json_response(_page(ws, messages, message_json))
 
 
 def api_post_messages(state: FakeState, ws: Workspace) -> Response:
-    data = _body()
-    errors = _Errors()
+    data = api_body()
+    errors = FieldErrors()
     contact = None
     if "contact" not in data:
         errors.add("contact", "This field is required.")
     else:
-        contact = _find_contact(ws, data["contact"])
+        contact = find_contact(ws, data["contact"])
         if contact is None:
             errors.add("contact", f"No such object: {data['contact']}")
-    text, attachments = _text_and_attachments(data, errors)
+    text, attachments = text_and_attachments(data, errors)
     if isinstance(text, dict):
         errors.add("text", "Not a valid string.")
     errors.raise_any()
     assert contact is not None
     if not text and not attachments:
-        raise _non_field("Must provide either text or attachments.")
-    message = _new_message(
+        raise non_field("Must provide either text or attachments.")
+    message = new_message(
         state,
         ws,
         contact,
@@ -277,26 +277,26 @@ def api_post_messages(state: FakeState, ws: Workspace) -> Response:
         attachments=attachments,
         status="queued" if contact.urns else "failed",
     )
-    return _json_response(message_json(ws, message), status=201)
+    return json_response(message_json(ws, message), status=201)
 
 
 def api_get_broadcasts(state: FakeState, ws: Workspace) -> Response:
-    return _json_response(_page(ws, _filter_uuid(ws.broadcasts), broadcast_json))
+    return json_response(_page(ws, _filter_uuid(ws.broadcasts), broadcast_json))
 
 
 def api_post_broadcasts(state: FakeState, ws: Workspace) -> Response:
-    data = _body()
-    errors = _Errors()
-    contacts = _contacts_field(ws, data, "contacts", errors)
-    groups = _groups_field(ws, data, errors)
-    urns = _list_field(data, "urns", errors) or []
-    text, attachments = _text_and_attachments(data, errors)
+    data = api_body()
+    errors = FieldErrors()
+    contacts = contacts_field(ws, data, "contacts", errors)
+    groups = groups_field(ws, data, errors)
+    urns = list_field(data, "urns", errors) or []
+    text, attachments = text_and_attachments(data, errors)
     errors.raise_any()
     if not text and not attachments:
-        raise _non_field("Must provide either text or attachments.")
-    broadcast = _Broadcast(
+        raise non_field("Must provide either text or attachments.")
+    broadcast = Broadcast(
         id=state.next_id("broadcast"),
-        uuid=_new_uuid(),
+        uuid=new_uuid(),
         text=text,
         urns=list(urns),
         contacts=[c.uuid for c in contacts],
@@ -311,7 +311,7 @@ def api_post_broadcasts(state: FakeState, ws: Workspace) -> Response:
     body = text if isinstance(text, str) else next(iter(text.values()), "") if text else ""
     for contact in recipients.values():
         if contact.status == "active":
-            _new_message(
+            new_message(
                 state,
                 ws,
                 contact,
@@ -321,29 +321,29 @@ def api_post_broadcasts(state: FakeState, ws: Workspace) -> Response:
                 status="queued",
                 broadcast=broadcast.id,
             )
-    return _json_response(broadcast_json(ws, broadcast), status=201)
+    return json_response(broadcast_json(ws, broadcast), status=201)
 
 
 def api_get_flow_starts(state: FakeState, ws: Workspace) -> Response:
-    return _json_response(_page(ws, _filter_uuid(ws.flow_starts), flow_start_json))
+    return json_response(_page(ws, _filter_uuid(ws.flow_starts), flow_start_json))
 
 
 def api_post_flow_starts(state: FakeState, ws: Workspace) -> Response:
-    data = _body()
-    errors = _Errors()
+    data = api_body()
+    errors = FieldErrors()
     flow = None
     if "flow" not in data or data["flow"] is None:
         errors.add("flow", "This field is required.")
     else:
         flow = ws.flows.get(data["flow"]) if isinstance(data["flow"], str) else None
-        flow = flow or _find_by_name(ws.flows.values(), str(data["flow"]))
+        flow = flow or find_by_name(ws.flows.values(), str(data["flow"]))
         if flow is None:
             errors.add("flow", f"No such object: {data['flow']}")
-    contacts = _contacts_field(ws, data, "contacts", errors)
-    groups = _groups_field(ws, data, errors)
-    urns = _list_field(data, "urns", errors) or []
-    restart = _boolean(data, "restart_participants", True, errors)
-    exclude_active = _boolean(data, "exclude_active", False, errors)
+    contacts = contacts_field(ws, data, "contacts", errors)
+    groups = groups_field(ws, data, errors)
+    urns = list_field(data, "urns", errors) or []
+    restart = boolean(data, "restart_participants", True, errors)
+    exclude_active = boolean(data, "exclude_active", False, errors)
     params: dict[str, Any] = {}
     for key in ("extra", "params"):  # "params" wins over the deprecated "extra"
         if key in data and data[key] is not None:
@@ -354,10 +354,10 @@ def api_post_flow_starts(state: FakeState, ws: Workspace) -> Response:
     errors.raise_any()
     assert flow is not None
     if not (contacts or groups or urns):
-        raise _non_field("Must specify at least one group, contact or URN")
-    start = _FlowStart(
+        raise non_field("Must specify at least one group, contact or URN")
+    start = FlowStart(
         id=state.next_id("flow_start"),
-        uuid=_new_uuid(),
+        uuid=new_uuid(),
         flow=flow.uuid,
         contacts=[c.uuid for c in contacts],
         groups=[g.uuid for g in groups],
@@ -372,17 +372,17 @@ def api_post_flow_starts(state: FakeState, ws: Workspace) -> Response:
     for contact in contacts:
         if contact.status == "active":
             contact.flow = flow.uuid
-    return _json_response(flow_start_json(ws, start), status=201)
+    return json_response(flow_start_json(ws, start), status=201)
 
 
 MESSAGE_ACTIONS = ("label", "unlabel", "archive", "restore", "delete")
 
 
 def api_message_actions(state: FakeState, ws: Workspace) -> Response:
-    data = _body()
-    errors = _Errors()
-    requested: list[tuple[Any, _Message | None]] = []
-    for item in _list_field(data, "messages", errors, required=True) or []:
+    data = api_body()
+    errors = FieldErrors()
+    requested: list[tuple[Any, Message | None]] = []
+    for item in list_field(data, "messages", errors, required=True) or []:
         if not isinstance(item, int) or isinstance(item, bool):
             kind = type(item).__name__
             errors.add("messages", f"Incorrect type. Expected pk value, received {kind}.")
@@ -394,13 +394,13 @@ def api_message_actions(state: FakeState, ws: Workspace) -> Response:
             errors.add("messages", f"Not an incoming message: {item}")
             break
         requested.append((item, message))
-    action = _choice(data, "action", MESSAGE_ACTIONS, errors)
+    action = choice(data, "action", MESSAGE_ACTIONS, errors)
     label = None
     if "label" in data:
         if data["label"] in (None, ""):
             errors.add("label", "This field may not be null.")
         else:
-            label = _find_label(ws, data["label"])
+            label = find_label(ws, data["label"])
             if label is None:
                 errors.add("label", f"No such object: {data['label']}")
     label_name = data.get("label_name")
@@ -412,15 +412,15 @@ def api_message_actions(state: FakeState, ws: Workspace) -> Response:
             errors.add("label_name", 'Cannot contain the character: "')
     errors.raise_any()
     if label is not None and label_name:
-        raise _non_field("Can't specify both label and label_name.")
+        raise non_field("Can't specify both label and label_name.")
     wants_label = action in ("label", "unlabel")
     if wants_label and not (label or label_name):
-        raise _non_field(f'For action "{action}" you should also specify a label')
+        raise non_field(f'For action "{action}" you should also specify a label')
     if not wants_label and (label or label_name):
-        raise _non_field(f'For action "{action}" you should not specify a label')
+        raise non_field(f'For action "{action}" you should not specify a label')
 
     if label is None and label_name:
-        label = _find_by_name(ws.labels.values(), label_name)
+        label = find_by_name(ws.labels.values(), label_name)
         if label is None and action == "label":
             label = add_label(state, ws, {"name": label_name})
     stamp = now_iso()
@@ -440,12 +440,12 @@ def api_message_actions(state: FakeState, ws: Workspace) -> Response:
         message.modified_on = stamp
     failures = [item for item, message in requested if message is None]
     if failures:
-        return _json_response({"failures": failures})
+        return json_response({"failures": failures})
     return Response(status=204)
 
 
 def api_get_org(state: FakeState, ws: Workspace) -> Response:
-    return _json_response(
+    return json_response(
         {
             "uuid": ws.uuid,
             "name": ws.name,

@@ -11,15 +11,11 @@ from pathlib import Path
 
 from flask import Flask, Response, request
 
-from .control import _register_control
-from .dispatch import _handle_api, _log_request
+from .control import register_control
+from .dispatch import handle_api, log_request
 from .persistence import restore_state, save_state
 from .seed import SEEDS
-from .state import (
-    DEFAULT_PAGE_SIZE,
-    FakeState,
-    load_workspace,
-)
+from .state import DEFAULT_PAGE_SIZE, FakeState, load_workspace
 
 
 def create_app(
@@ -60,9 +56,9 @@ def create_app(
     @app.route("/api/v2/<path:name>", methods=["GET", "POST", "DELETE", "PUT", "PATCH"])
     def api(name: str) -> Response:
         endpoint = name.removesuffix(".json") if name.endswith(".json") else f"{name}/"
-        response = _handle_api(state, endpoint)
-        _log_request(state, endpoint, response)
+        response = handle_api(state, endpoint)
+        log_request(state, endpoint, response)
         return response
 
-    _register_control(app, state)
+    register_control(app, state)
     return app

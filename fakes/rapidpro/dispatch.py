@@ -9,18 +9,10 @@ import math
 from flask import Response, request
 
 from .api import ENDPOINTS
-from .faults import _take_fault, fault_response
-from .serialize import (
-    _json_response,
-)
-from .state import (
-    FakeState,
-    Workspace,
-    now_iso,
-)
-from .validation import (
-    ApiError,
-)
+from .faults import fault_response, take_fault
+from .serialize import json_response
+from .state import FakeState, Workspace, now_iso
+from .validation import ApiError
 
 
 def _authenticate(state: FakeState) -> Workspace:
@@ -51,7 +43,8 @@ def _throttle(state: FakeState, ws: Workspace) -> None:
     ws.hits.append(now)
 
 
-def _handle_api(state: FakeState, endpoint: str) -> Response:
+def handle_api(state: FakeState, endpoint: str) -> Response:
+    """The answer to the API v2 request being served; ``endpoint`` is e.g. ``contacts``."""
     workspace: str | None = None
     try:
         if endpoint not in ENDPOINTS:
@@ -59,7 +52,7 @@ def _handle_api(state: FakeState, endpoint: str) -> Response:
         with state.lock:
             ws = _authenticate(state)
             workspace = ws.name
-            fault = _take_fault(ws, endpoint)
+            fault = take_fault(ws, endpoint)
         if fault is not None:
             answer = fault_response(fault)
             if answer is not None:
@@ -71,12 +64,13 @@ def _handle_api(state: FakeState, endpoint: str) -> Response:
                 raise ApiError(405, {"detail": f'Method "{request.method}" not allowed.'})
             return handler(state, ws)
     except ApiError as exc:
-        return _json_response(exc.body, exc.status, exc.headers)
+        return json_response(exc.body, exc.status, exc.headers)
     finally:
         request.environ["fake.workspace"] = workspace
 
 
-def _log_request(state: FakeState, endpoint: str, response: Response) -> None:
+def log_request(state: FakeState, endpoint: str, response: Response) -> None:
+    """Append the request and its answer's status to the state's request log."""
     body = request.get_json(silent=True, force=True) if request.get_data() else None
     with state.lock:
         state.request_log.append(

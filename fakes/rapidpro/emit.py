@@ -14,44 +14,37 @@ import requests
 from flask import Response
 
 from . import webhooks
-from .serialize import (
-    _contact_groups,
-    _json_response,
-    _mask_urn,
-    _ref,
-)
+from .serialize import contact_groups, json_response, mask_urn, ref_json
 from .state import (
+    Contact,
     ControlError,
     FakeState,
+    Flow,
+    Message,
+    Run,
     Workspace,
-    _Contact,
-    _control_workspace,
-    _Flow,
-    _Message,
-    _new_message,
-    _new_uuid,
-    _Run,
+    control_workspace,
+    new_message,
+    new_uuid,
     now_iso,
 )
-from .validation import (
-    _control_body,
-)
+from .validation import control_body
 
 
 def _run_for(
     state: FakeState,
     ws: Workspace,
-    contact: _Contact,
-    flow: _Flow,
+    contact: Contact,
+    flow: Flow,
     node: str,
     *,
     stamp: str,
     keep: bool,
-) -> _Run:
+) -> Run:
     """The contact's run in the flow (reused while active), with ``node`` appended to its path."""
     run = ws.runs.get((contact.uuid, flow.uuid))
     if run is None:
-        run = _Run(uuid=_new_uuid(), id=state.next_id("run"), created_on=stamp, path=[])
+        run = Run(uuid=new_uuid(), id=state.next_id("run"), created_on=stamp, path=[])
         leading = flow.nodes[: flow.nodes.index(node)] if node in flow.nodes else []
         run.path.extend({"node_uuid": n, "arrived_on": stamp} for n in leading)
         if keep:
@@ -68,7 +61,7 @@ def _snake(name: str) -> str:
 
 def _prepare_webhook(
     state: FakeState, ws: Workspace, contact_uuid: str, spec: dict[str, Any]
-) -> tuple[webhooks.WebhookContext, _Message | None, str]:
+) -> tuple[webhooks.WebhookContext, Message | None, str]:
     contact = ws.contacts.get(contact_uuid)
     if contact is None:
         raise ControlError(f"no contact {contact_uuid!r} in workspace {ws.name!r}", status=404)
@@ -99,11 +92,11 @@ def _prepare_webhook(
     stamp = now_iso()
     message = None
     if simulation:  # the simulator's messages are not stored by the engine
-        message_uuid = _new_uuid()
+        message_uuid = new_uuid()
     else:
         if contact.status == "stopped":  # writing in again opts the contact back in
             contact.status = "active"
-        message = _new_message(
+        message = new_message(
             state,
             ws,
             contact,
@@ -132,13 +125,13 @@ def _prepare_webhook(
                 "created_on": stamp,
             }
         }
-    urn = _mask_urn(ws, contact.urns[0])
+    urn = mask_urn(ws, contact.urns[0])
     context = webhooks.WebhookContext(
         contact_uuid=contact.uuid,
         contact_name=contact.name,
         contact_urn=urn,
         contact_language=contact.language,
-        contact_groups=tuple(_ref(g) for g in _contact_groups(ws, contact)),
+        contact_groups=tuple(ref_json(g) for g in contact_groups(ws, contact)),
         contact_fields=dict(contact.fields),
         flow_uuid=flow.uuid,
         flow_name=flow.name,
@@ -160,8 +153,9 @@ def _prepare_webhook(
     return context, message, message_uuid
 
 
-def _emit_webhook(state: FakeState, ws_name: str, contact_uuid: str) -> Response:
-    spec = _control_body()
+def emit_webhook(state: FakeState, ws_name: str, contact_uuid: str) -> Response:
+    """Store the contact's message, POST the webhook, and answer with what the ingest said."""
+    spec = control_body()
     shape = spec.get("shape", "upartners")
     if shape not in webhooks.BUILDERS:
         raise ControlError(f"'shape' must be one of {', '.join(webhooks.BUILDERS)}")
@@ -172,7 +166,7 @@ def _emit_webhook(state: FakeState, ws_name: str, contact_uuid: str) -> Response
     if not isinstance(extra_headers, dict):
         raise ControlError("'headers' must be an object")
     with state.lock:
-        ws = _control_workspace(state, ws_name)
+        ws = control_workspace(state, ws_name)
         context, message, message_uuid = _prepare_webhook(state, ws, contact_uuid, spec)
     body, content_type = webhooks.BUILDERS[shape](context)
     headers = webhooks.mailroom_headers(simulation=bool(spec.get("simulation", False)))
@@ -197,4 +191,4 @@ def _emit_webhook(state: FakeState, ws_name: str, contact_uuid: str) -> Response
             answer_body = answer.text
         result.update(status=answer.status_code, body=answer_body, error=None)
     result["elapsed_ms"] = round((time.monotonic() - started) * 1000)
-    return _json_response(result)
+    return json_response(result)

@@ -9,11 +9,11 @@ from typing import Any
 
 from flask import Response
 
-from .serialize import _json_response
-from .state import ControlError, FakeState, Workspace, _Fault, _positive_int
+from .serialize import json_response
+from .state import ControlError, FakeState, Fault, Workspace, positive_int
 
 
-def _make_fault(state: FakeState, spec: dict[str, Any]) -> _Fault:
+def make_fault(state: FakeState, spec: dict[str, Any]) -> Fault:
     """A fault from a control request's spec (status 503 unless it says otherwise)."""
     status = spec.get("status", 503)
     if status is not None and (not isinstance(status, int) or not 100 <= status <= 599):
@@ -23,11 +23,11 @@ def _make_fault(state: FakeState, spec: dict[str, Any]) -> _Fault:
     if not isinstance(delay, int | float) or delay < 0:
         raise ControlError("'delay' must be a number of seconds")
     if count is not None:
-        _positive_int(count, "count")
+        positive_int(count, "count")
     retry_after = spec.get("retry_after")
     if retry_after is None and status == 429:
         retry_after = 1
-    return _Fault(
+    return Fault(
         id=state.next_id("fault"),
         status=status,
         delay=float(delay),
@@ -38,7 +38,7 @@ def _make_fault(state: FakeState, spec: dict[str, Any]) -> _Fault:
     )
 
 
-def _take_fault(ws: Workspace, endpoint: str) -> _Fault | None:
+def take_fault(ws: Workspace, endpoint: str) -> Fault | None:
     """The first fault whose path the endpoint starts with, one use of its count spent."""
     for fault in ws.faults:
         prefix = (fault.path or "").removeprefix("/api/v2/").removeprefix("/")
@@ -51,7 +51,7 @@ def _take_fault(ws: Workspace, endpoint: str) -> _Fault | None:
     return None
 
 
-def fault_response(fault: _Fault) -> Response | None:
+def fault_response(fault: Fault) -> Response | None:
     """Wait the fault's delay, then its answer; ``None`` when it only delays the request."""
     if fault.delay:
         time.sleep(fault.delay)
@@ -63,4 +63,4 @@ def fault_response(fault: _Fault) -> Response | None:
     body = fault.body if fault.body is not None else {"detail": "Injected fault"}
     if isinstance(body, str):
         return Response(body, status=fault.status, headers=headers)
-    return _json_response(body, fault.status, headers)
+    return json_response(body, fault.status, headers)

@@ -15,16 +15,16 @@ from pathlib import Path
 from typing import Any
 
 from .state import (
+    Broadcast,
+    Contact,
     FakeState,
+    Flow,
+    FlowStart,
+    Group,
+    Label,
+    Message,
+    Run,
     Workspace,
-    _Broadcast,
-    _Contact,
-    _Flow,
-    _FlowStart,
-    _Group,
-    _Label,
-    _Message,
-    _Run,
 )
 
 STATE_FILE_VERSION = 1
@@ -80,18 +80,18 @@ def restore_state(state: FakeState, data: dict[str, Any]) -> None:
                 channel=spec["channel"],
                 rate_limit=tuple(spec["rate_limit"]) if spec["rate_limit"] else None,
             )
-            ws.contacts = {c["uuid"]: _Contact(**c) for c in spec["contacts"]}
+            ws.contacts = {c["uuid"]: Contact(**c) for c in spec["contacts"]}
             ws.groups = {
-                g["uuid"]: _Group(**{**g, "members": set(g["members"])}) for g in spec["groups"]
+                g["uuid"]: Group(**{**g, "members": set(g["members"])}) for g in spec["groups"]
             }
-            ws.flows = {f["uuid"]: _Flow(**f) for f in spec["flows"]}
-            ws.labels = {label["uuid"]: _Label(**label) for label in spec["labels"]}
-            ws.messages = {m["id"]: _Message(**m) for m in spec["messages"]}
-            ws.flow_starts = [_FlowStart(**s) for s in spec["flow_starts"]]
-            ws.broadcasts = [_Broadcast(**b) for b in spec["broadcasts"]]
+            ws.flows = {f["uuid"]: Flow(**f) for f in spec["flows"]}
+            ws.labels = {label["uuid"]: Label(**label) for label in spec["labels"]}
+            ws.messages = {m["id"]: Message(**m) for m in spec["messages"]}
+            ws.flow_starts = [FlowStart(**s) for s in spec["flow_starts"]]
+            ws.broadcasts = [Broadcast(**b) for b in spec["broadcasts"]]
             for run in spec["runs"]:
                 key = (run.pop("contact"), run.pop("flow"))
-                ws.runs[key] = _Run(**run)
+                ws.runs[key] = Run(**run)
             state.workspaces[ws.name] = ws
         state.last_seq = data["last_seq"]
         state.last_ids = dict(data["last_ids"])

@@ -11,49 +11,39 @@ from typing import Any
 
 from flask import Response
 
-from .state import (
-    Workspace,
-    _Broadcast,
-    _Contact,
-    _Fault,
-    _Flow,
-    _FlowStart,
-    _Group,
-    _Label,
-    _Message,
-)
+from .state import Broadcast, Contact, Fault, Flow, FlowStart, Group, Label, Message, Workspace
 
 
-def _mask_urn(ws: Workspace, urn: str) -> str:
+def mask_urn(ws: Workspace, urn: str) -> str:
     return f"{urn.partition(':')[0]}:********" if ws.anon else urn
 
 
-def _ref(item: Any) -> dict[str, Any]:
+def ref_json(item: Any) -> dict[str, Any]:
     return {"uuid": item.uuid, "name": item.name}
 
 
-def _contact_groups(ws: Workspace, contact: _Contact) -> list[_Group]:
+def contact_groups(ws: Workspace, contact: Contact) -> list[Group]:
     return sorted((g for g in ws.groups.values() if contact.uuid in g.members), key=lambda g: g.seq)
 
 
-def contact_json(ws: Workspace, contact: _Contact) -> dict[str, Any]:
+def contact_json(ws: Workspace, contact: Contact) -> dict[str, Any]:
     flow = ws.flows.get(contact.flow) if contact.flow else None
     return {
         "uuid": contact.uuid,
         "name": contact.name,
         "status": contact.status,
         "language": contact.language,
-        "urns": [_mask_urn(ws, urn) for urn in contact.urns],
-        "groups": [_ref(g) for g in _contact_groups(ws, contact)],
+        "urns": [mask_urn(ws, urn) for urn in contact.urns],
+        "groups": [ref_json(g) for g in contact_groups(ws, contact)],
         "fields": dict(contact.fields),
-        "flow": _ref(flow) if flow else None,
+        "flow": ref_json(flow) if flow else None,
         "created_on": contact.created_on,
         "modified_on": contact.modified_on,
         "last_seen_on": contact.last_seen_on,
     }
 
 
-def group_json(ws: Workspace, group: _Group) -> dict[str, Any]:
+def group_json(ws: Workspace, group: Group) -> dict[str, Any]:
     return {
         "uuid": group.uuid,
         "name": group.name,
@@ -64,7 +54,7 @@ def group_json(ws: Workspace, group: _Group) -> dict[str, Any]:
     }
 
 
-def flow_json(ws: Workspace, flow: _Flow) -> dict[str, Any]:
+def flow_json(ws: Workspace, flow: Flow) -> dict[str, Any]:
     runs = ("active", "waiting", "completed", "interrupted", "expired", "failed")
     return {
         "uuid": flow.uuid,
@@ -81,14 +71,14 @@ def flow_json(ws: Workspace, flow: _Flow) -> dict[str, Any]:
     }
 
 
-def label_json(ws: Workspace, label: _Label) -> dict[str, Any]:
+def label_json(ws: Workspace, label: Label) -> dict[str, Any]:
     count = sum(
         1 for m in ws.messages.values() if label.uuid in m.labels and m.visibility != "deleted"
     )
     return {"uuid": label.uuid, "name": label.name, "count": count}
 
 
-def message_json(ws: Workspace, message: _Message) -> dict[str, Any]:
+def message_json(ws: Workspace, message: Message) -> dict[str, Any]:
     contact = ws.contacts.get(message.contact)
     flow = ws.flows.get(message.flow) if message.flow else None
     return {
@@ -106,13 +96,13 @@ def message_json(ws: Workspace, message: _Message) -> dict[str, Any]:
         "archived": message.visibility == "archived",
         "visibility": message.visibility,
         "text": message.text,
-        "labels": [_ref(ws.labels[u]) for u in message.labels if u in ws.labels],
+        "labels": [ref_json(ws.labels[u]) for u in message.labels if u in ws.labels],
         "attachments": [
             {"content_type": a.partition(":")[0], "url": a.partition(":")[2]}
             for a in message.attachments
         ],
         "quick_replies": [],
-        "flow": _ref(flow) if flow else None,
+        "flow": ref_json(flow) if flow else None,
         "created_on": message.created_on,
         "sent_on": message.sent_on,
         "modified_on": message.modified_on,
@@ -120,14 +110,14 @@ def message_json(ws: Workspace, message: _Message) -> dict[str, Any]:
     }
 
 
-def flow_start_json(ws: Workspace, start: _FlowStart) -> dict[str, Any]:
+def flow_start_json(ws: Workspace, start: FlowStart) -> dict[str, Any]:
     flow = ws.flows[start.flow]
     return {
         "id": start.id,
         "uuid": start.uuid,
-        "flow": _ref(flow),
-        "contacts": [_ref(ws.contacts[u]) for u in start.contacts if u in ws.contacts],
-        "groups": [_ref(ws.groups[u]) for u in start.groups if u in ws.groups],
+        "flow": ref_json(flow),
+        "contacts": [ref_json(ws.contacts[u]) for u in start.contacts if u in ws.contacts],
+        "groups": [ref_json(ws.groups[u]) for u in start.groups if u in ws.groups],
         "urns": list(start.urns),
         "status": "pending",
         "progress": {"total": -1, "started": 0},
@@ -140,24 +130,24 @@ def flow_start_json(ws: Workspace, start: _FlowStart) -> dict[str, Any]:
     }
 
 
-def broadcast_json(ws: Workspace, broadcast: _Broadcast) -> dict[str, Any]:
+def broadcast_json(ws: Workspace, broadcast: Broadcast) -> dict[str, Any]:
     return {
         "id": broadcast.id,
         "uuid": broadcast.uuid,
         "text": broadcast.text,
         "urns": list(broadcast.urns),
-        "contacts": [_ref(ws.contacts[u]) for u in broadcast.contacts if u in ws.contacts],
-        "groups": [_ref(ws.groups[u]) for u in broadcast.groups if u in ws.groups],
+        "contacts": [ref_json(ws.contacts[u]) for u in broadcast.contacts if u in ws.contacts],
+        "groups": [ref_json(ws.groups[u]) for u in broadcast.groups if u in ws.groups],
         "status": "queued",
         "created_on": broadcast.created_on,
     }
 
 
-def _json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(json.dumps(data), status=status, headers=headers, mimetype="application/json")
 
 
-def _workspace_summary(ws: Workspace) -> dict[str, Any]:
+def workspace_summary(ws: Workspace) -> dict[str, Any]:
     limit = {"requests": ws.rate_limit[0], "window": ws.rate_limit[1]} if ws.rate_limit else None
     return {
         "name": ws.name,
@@ -170,7 +160,7 @@ def _workspace_summary(ws: Workspace) -> dict[str, Any]:
     }
 
 
-def _fault_json(fault: _Fault) -> dict[str, Any]:
+def fault_json(fault: Fault) -> dict[str, Any]:
     return {
         "id": fault.id,
         "status": fault.status,
@@ -194,7 +184,7 @@ def workspace_state(ws: Workspace) -> dict[str, Any]:
         entry["urn"] = message.urn  # the real URN, even in anon workspaces
         messages.append(entry)
     return {
-        "workspace": _workspace_summary(ws),
+        "workspace": workspace_summary(ws),
         "contacts": [contact_json(ws, c) for c in ordered(ws.contacts.values())],
         "groups": [
             {**group_json(ws, g), "members": sorted(g.members)} for g in ordered(ws.groups.values())
@@ -212,5 +202,5 @@ def workspace_state(ws: Workspace) -> dict[str, Any]:
             {"contact": contact, "flow": flow, "uuid": run.uuid, "path": list(run.path)}
             for (contact, flow), run in ws.runs.items()
         ],
-        "faults": [_fault_json(f) for f in ws.faults],
+        "faults": [fault_json(f) for f in ws.faults],
     }

@@ -25,12 +25,12 @@ def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _new_uuid() -> str:
+def new_uuid() -> str:
     return str(uuidlib.uuid4())
 
 
 @dataclass
-class _Contact:
+class Contact:
     uuid: str
     name: str | None
     status: str
@@ -45,7 +45,7 @@ class _Contact:
 
 
 @dataclass
-class _Group:
+class Group:
     uuid: str
     name: str
     query: str | None
@@ -54,7 +54,7 @@ class _Group:
 
 
 @dataclass
-class _Flow:
+class Flow:
     uuid: str
     name: str
     type: str
@@ -68,14 +68,14 @@ class _Flow:
 
 
 @dataclass
-class _Label:
+class Label:
     uuid: str
     name: str
     seq: int
 
 
 @dataclass
-class _Message:
+class Message:
     id: int
     uuid: str
     contact: str
@@ -95,7 +95,7 @@ class _Message:
 
 
 @dataclass
-class _FlowStart:
+class FlowStart:
     id: int
     uuid: str
     flow: str
@@ -110,7 +110,7 @@ class _FlowStart:
 
 
 @dataclass
-class _Broadcast:
+class Broadcast:
     id: int
     uuid: str
     text: Any
@@ -122,7 +122,7 @@ class _Broadcast:
 
 
 @dataclass
-class _Run:
+class Run:
     uuid: str
     id: int
     created_on: str
@@ -130,7 +130,7 @@ class _Run:
 
 
 @dataclass
-class _Fault:
+class Fault:
     id: int
     status: int | None
     delay: float
@@ -150,15 +150,15 @@ class Workspace:
     channel: dict[str, Any]
     rate_limit: tuple[int, float] | None = None  # (requests, window seconds)
     hits: deque[float] = field(default_factory=deque)
-    contacts: dict[str, _Contact] = field(default_factory=dict)
-    groups: dict[str, _Group] = field(default_factory=dict)
-    flows: dict[str, _Flow] = field(default_factory=dict)
-    labels: dict[str, _Label] = field(default_factory=dict)
-    messages: dict[int, _Message] = field(default_factory=dict)
-    flow_starts: list[_FlowStart] = field(default_factory=list)
-    broadcasts: list[_Broadcast] = field(default_factory=list)
-    runs: dict[tuple[str, str], _Run] = field(default_factory=dict)  # (contact, flow) -> run
-    faults: list[_Fault] = field(default_factory=list)
+    contacts: dict[str, Contact] = field(default_factory=dict)
+    groups: dict[str, Group] = field(default_factory=dict)
+    flows: dict[str, Flow] = field(default_factory=dict)
+    labels: dict[str, Label] = field(default_factory=dict)
+    messages: dict[int, Message] = field(default_factory=dict)
+    flow_starts: list[FlowStart] = field(default_factory=list)
+    broadcasts: list[Broadcast] = field(default_factory=list)
+    runs: dict[tuple[str, str], Run] = field(default_factory=dict)  # (contact, flow) -> run
+    faults: list[Fault] = field(default_factory=list)
 
 
 class FakeState:
@@ -200,7 +200,7 @@ class ControlError(Exception):
 
 
 def load_workspace(state: FakeState, spec: dict[str, Any]) -> Workspace:
-    """Create a workspace from a spec (see :func:`demo_seed` for the format)."""
+    """Create a workspace from a spec (see :func:`.seed.demo_seed` for the format)."""
     name = spec.get("name")
     token = spec.get("token")
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
@@ -213,20 +213,20 @@ def load_workspace(state: FakeState, spec: dict[str, Any]) -> Workspace:
         if state.by_token(token):
             raise ControlError("that token belongs to another workspace", status=409)
         channel = dict(spec.get("channel") or {})
-        channel.setdefault("uuid", _new_uuid())
+        channel.setdefault("uuid", new_uuid())
         channel.setdefault("name", f"{name} channel")
         channel.setdefault("address", "+10000000000")
         channel["id"] = state.next_id("channel")
         ws = Workspace(
             name=name,
             token=token,
-            uuid=spec.get("uuid") or _new_uuid(),
-            page_size=_positive_int(spec.get("page_size", state.page_size), "page_size"),
+            uuid=spec.get("uuid") or new_uuid(),
+            page_size=positive_int(spec.get("page_size", state.page_size), "page_size"),
             anon=bool(spec.get("anon", False)),
             channel=channel,
         )
         if spec.get("rate_limit"):
-            ws.rate_limit = _rate_limit(spec["rate_limit"])
+            ws.rate_limit = parse_rate_limit(spec["rate_limit"])
         state.workspaces[name] = ws
         try:
             for group in spec.get("groups", []):
@@ -245,13 +245,13 @@ def load_workspace(state: FakeState, spec: dict[str, Any]) -> Workspace:
         return ws
 
 
-def _positive_int(value: Any, name: str) -> int:
+def positive_int(value: Any, name: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ControlError(f"{name!r} must be a positive integer")
     return value
 
 
-def _rate_limit(value: Any) -> tuple[int, float] | None:
+def parse_rate_limit(value: Any) -> tuple[int, float] | None:
     if value is None:
         return None
     if not isinstance(value, dict):
@@ -259,23 +259,23 @@ def _rate_limit(value: Any) -> tuple[int, float] | None:
     window = value.get("window", 3600)
     if not isinstance(window, int | float) or window <= 0:
         raise ControlError("'window' must be a positive number of seconds")
-    return _positive_int(value.get("requests"), "requests"), float(window)
+    return positive_int(value.get("requests"), "requests"), float(window)
 
 
 def _unique_uuid(ws_items: dict[str, Any], value: Any) -> str:
-    result = value or _new_uuid()
+    result = value or new_uuid()
     if not isinstance(result, str) or result in ws_items:
         raise ControlError(f"uuid {result!r} is invalid or already used")
     return result
 
 
-def add_group(state: FakeState, ws: Workspace, spec: dict[str, Any]) -> _Group:
+def add_group(state: FakeState, ws: Workspace, spec: dict[str, Any]) -> Group:
     name = spec.get("name")
     if not isinstance(name, str) or not name:
         raise ControlError("group 'name' is required")
-    if _find_by_name(ws.groups.values(), name):
+    if find_by_name(ws.groups.values(), name):
         raise ControlError(f"group {name!r} exists", status=409)
-    group = _Group(
+    group = Group(
         uuid=_unique_uuid(ws.groups, spec.get("uuid")),
         name=name,
         query=spec.get("query") or None,
@@ -286,15 +286,15 @@ def add_group(state: FakeState, ws: Workspace, spec: dict[str, Any]) -> _Group:
     return group
 
 
-def add_flow(state: FakeState, ws: Workspace, spec: dict[str, Any]) -> _Flow:
+def add_flow(state: FakeState, ws: Workspace, spec: dict[str, Any]) -> Flow:
     name = spec.get("name")
     if not isinstance(name, str) or not name:
         raise ControlError("flow 'name' is required")
-    nodes = list(spec.get("nodes") or [_new_uuid(), _new_uuid()])
+    nodes = list(spec.get("nodes") or [new_uuid(), new_uuid()])
     wait_node = spec.get("wait_node") or nodes[-1]
     if wait_node not in nodes:
         nodes.append(wait_node)
-    flow = _Flow(
+    flow = Flow(
         uuid=_unique_uuid(ws.flows, spec.get("uuid")),
         name=name,
         type=spec.get("type", "message"),
@@ -310,13 +310,13 @@ def add_flow(state: FakeState, ws: Workspace, spec: dict[str, Any]) -> _Flow:
     return flow
 
 
-def add_label(state: FakeState, ws: Workspace, spec: dict[str, Any]) -> _Label:
+def add_label(state: FakeState, ws: Workspace, spec: dict[str, Any]) -> Label:
     name = spec.get("name")
     if not isinstance(name, str) or not name:
         raise ControlError("label 'name' is required")
-    if _find_by_name(ws.labels.values(), name):
+    if find_by_name(ws.labels.values(), name):
         raise ControlError(f"label {name!r} exists", status=409)
-    label = _Label(uuid=_unique_uuid(ws.labels, spec.get("uuid")), name=name, seq=state.next_seq())
+    label = Label(uuid=_unique_uuid(ws.labels, spec.get("uuid")), name=name, seq=state.next_seq())
     ws.labels[label.uuid] = label
     return label
 
@@ -324,16 +324,16 @@ def add_label(state: FakeState, ws: Workspace, spec: dict[str, Any]) -> _Label:
 CONTACT_STATUSES = ("active", "blocked", "stopped", "archived")
 
 
-def add_contact(state: FakeState, ws: Workspace, spec: dict[str, Any]) -> _Contact:
+def add_contact(state: FakeState, ws: Workspace, spec: dict[str, Any]) -> Contact:
     status = spec.get("status", "active")
     if status not in CONTACT_STATUSES:
         raise ControlError(f"contact 'status' must be one of {', '.join(CONTACT_STATUSES)}")
     urns = spec.get("urns", [])
     if not isinstance(urns, list) or not all(isinstance(u, str) and ":" in u for u in urns):
         raise ControlError("contact 'urns' must be a list of 'scheme:path' strings")
-    groups = [_control_group(ws, ref) for ref in spec.get("groups", [])]
+    groups = [control_group(ws, ref) for ref in spec.get("groups", [])]
     created = now_iso()
-    contact = _Contact(
+    contact = Contact(
         uuid=_unique_uuid(ws.contacts, spec.get("uuid")),
         name=spec.get("name"),
         status=status,
@@ -351,7 +351,7 @@ def add_contact(state: FakeState, ws: Workspace, spec: dict[str, Any]) -> _Conta
     return contact
 
 
-def add_message(state: FakeState, ws: Workspace, spec: dict[str, Any]) -> _Message:
+def add_message(state: FakeState, ws: Workspace, spec: dict[str, Any]) -> Message:
     contact = ws.contacts.get(spec.get("contact", ""))
     if contact is None:
         raise ControlError(f"no contact {spec.get('contact')!r} in workspace {ws.name!r}")
@@ -363,7 +363,7 @@ def add_message(state: FakeState, ws: Workspace, spec: dict[str, Any]) -> _Messa
         raise ControlError(f"no flow {flow!r}")
     labels = [_control_label(ws, ref).uuid for ref in spec.get("labels", [])]
     status = spec.get("status", "handled" if direction == "in" else "queued")
-    message = _new_message(
+    message = new_message(
         state,
         ws,
         contact,
@@ -379,45 +379,45 @@ def add_message(state: FakeState, ws: Workspace, spec: dict[str, Any]) -> _Messa
     return message
 
 
-def _control_workspace(state: FakeState, name: str) -> Workspace:
+def control_workspace(state: FakeState, name: str) -> Workspace:
     ws = state.workspaces.get(name)
     if ws is None:
         raise ControlError(f"no workspace {name!r}", status=404)
     return ws
 
 
-def _control_group(ws: Workspace, ref: Any) -> _Group:
-    group = _find_group(ws, ref)
+def control_group(ws: Workspace, ref: Any) -> Group:
+    group = find_group(ws, ref)
     if group is None:
         raise ControlError(f"no group {ref!r} in workspace {ws.name!r}")
     return group
 
 
-def _control_label(ws: Workspace, ref: Any) -> _Label:
-    label = _find_label(ws, ref)
+def _control_label(ws: Workspace, ref: Any) -> Label:
+    label = find_label(ws, ref)
     if label is None:
         raise ControlError(f"no label {ref!r} in workspace {ws.name!r}")
     return label
 
 
-def _find_by_name(items: Iterable[Any], name: str) -> Any:
+def find_by_name(items: Iterable[Any], name: str) -> Any:
     folded = name.casefold()
     return next((item for item in items if item.name.casefold() == folded), None)
 
 
-def _find_group(ws: Workspace, ref: Any) -> _Group | None:
+def find_group(ws: Workspace, ref: Any) -> Group | None:
     if not isinstance(ref, str):
         return None
-    return ws.groups.get(ref) or _find_by_name(ws.groups.values(), ref)
+    return ws.groups.get(ref) or find_by_name(ws.groups.values(), ref)
 
 
-def _find_label(ws: Workspace, ref: Any) -> _Label | None:
+def find_label(ws: Workspace, ref: Any) -> Label | None:
     if not isinstance(ref, str):
         return None
-    return ws.labels.get(ref) or _find_by_name(ws.labels.values(), ref)
+    return ws.labels.get(ref) or find_by_name(ws.labels.values(), ref)
 
 
-def _find_contact(ws: Workspace, ref: Any) -> _Contact | None:
+def find_contact(ws: Workspace, ref: Any) -> Contact | None:
     if not isinstance(ref, str):
         return None
     if ref in ws.contacts:
@@ -427,10 +427,10 @@ def _find_contact(ws: Workspace, ref: Any) -> _Contact | None:
     return None
 
 
-def _new_message(
+def new_message(
     state: FakeState,
     ws: Workspace,
-    contact: _Contact,
+    contact: Contact,
     *,
     direction: str,
     text: str,
@@ -439,11 +439,11 @@ def _new_message(
     attachments: list[str] | None = None,
     broadcast: int | None = None,
     uuid: str | None = None,
-) -> _Message:
+) -> Message:
     stamp = now_iso()
-    message = _Message(
+    message = Message(
         id=state.next_id("message"),
-        uuid=uuid or _new_uuid(),
+        uuid=uuid or new_uuid(),
         contact=contact.uuid,
         urn=contact.urns[0] if contact.urns else None,
         direction=direction,

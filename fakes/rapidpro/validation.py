@@ -10,15 +10,7 @@ from typing import Any
 
 from flask import request
 
-from .state import (
-    ControlError,
-    Workspace,
-    _Contact,
-    _find_by_name,
-    _find_contact,
-    _find_group,
-    _Group,
-)
+from .state import Contact, ControlError, Group, Workspace, find_by_name, find_contact, find_group
 
 MAX_LIST_ITEMS = 100
 MAX_NAME_LENGTH = 64
@@ -37,7 +29,7 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
-class _Errors(dict[str, list[str]]):
+class FieldErrors(dict[str, list[str]]):
     def add(self, name: str, message: str) -> None:
         self.setdefault(name, []).append(message)
 
@@ -46,11 +38,11 @@ class _Errors(dict[str, list[str]]):
             raise ApiError(400, dict(self))
 
 
-def _non_field(message: str) -> ApiError:
+def non_field(message: str) -> ApiError:
     return ApiError(400, {"non_field_errors": [message]})
 
 
-def _body() -> dict[str, Any]:
+def api_body() -> dict[str, Any]:
     raw = request.get_data()
     if not raw.strip():
         return {}
@@ -60,12 +52,12 @@ def _body() -> dict[str, Any]:
         raise ApiError(400, {"detail": f"JSON parse error - {exc}"}) from exc
     if not isinstance(data, dict):
         kind = type(data).__name__
-        raise _non_field(f"Invalid data. Expected a dictionary, but got {kind}.")
+        raise non_field(f"Invalid data. Expected a dictionary, but got {kind}.")
     return data
 
 
-def _list_field(
-    data: dict[str, Any], name: str, errors: _Errors, *, required: bool = False
+def list_field(
+    data: dict[str, Any], name: str, errors: FieldErrors, *, required: bool = False
 ) -> list[Any] | None:
     if name not in data:
         if required:
@@ -83,7 +75,7 @@ def _list_field(
     return None
 
 
-def _choice(data: dict[str, Any], name: str, choices: Iterable[str], errors: _Errors) -> Any:
+def choice(data: dict[str, Any], name: str, choices: Iterable[str], errors: FieldErrors) -> Any:
     if name not in data:
         errors.add(name, "This field is required.")
         return None
@@ -94,7 +86,7 @@ def _choice(data: dict[str, Any], name: str, choices: Iterable[str], errors: _Er
     return value
 
 
-def _boolean(data: dict[str, Any], name: str, default: bool, errors: _Errors) -> bool:
+def boolean(data: dict[str, Any], name: str, default: bool, errors: FieldErrors) -> bool:
     value = data.get(name, default)
     if value in (True, 1, "true", "True", "1"):
         return True
@@ -104,13 +96,13 @@ def _boolean(data: dict[str, Any], name: str, default: bool, errors: _Errors) ->
     return default
 
 
-def _contacts_field(
-    ws: Workspace, data: dict[str, Any], name: str, errors: _Errors, *, required: bool = False
-) -> list[_Contact]:
-    refs = _list_field(data, name, errors, required=required)
-    contacts: list[_Contact] = []
+def contacts_field(
+    ws: Workspace, data: dict[str, Any], name: str, errors: FieldErrors, *, required: bool = False
+) -> list[Contact]:
+    refs = list_field(data, name, errors, required=required)
+    contacts: list[Contact] = []
     for ref in refs or []:
-        contact = _find_contact(ws, ref)
+        contact = find_contact(ws, ref)
         if contact is None:
             errors.add(name, f"No such object: {ref}")
             return []
@@ -118,10 +110,10 @@ def _contacts_field(
     return contacts
 
 
-def _groups_field(ws: Workspace, data: dict[str, Any], errors: _Errors) -> list[_Group]:
-    groups: list[_Group] = []
-    for ref in _list_field(data, "groups", errors) or []:
-        group = _find_group(ws, ref)
+def groups_field(ws: Workspace, data: dict[str, Any], errors: FieldErrors) -> list[Group]:
+    groups: list[Group] = []
+    for ref in list_field(data, "groups", errors) or []:
+        group = find_group(ws, ref)
         if group is None:
             errors.add("groups", f"No such object: {ref}")
             return []
@@ -129,7 +121,7 @@ def _groups_field(ws: Workspace, data: dict[str, Any], errors: _Errors) -> list[
     return groups
 
 
-def _check_name(name: Any, errors: _Errors, existing: Iterable[Any]) -> None:
+def check_name(name: Any, errors: FieldErrors, existing: Iterable[Any]) -> None:
     if name is None:
         errors.add("name", "This field is required.")
     elif name == "":
@@ -140,11 +132,11 @@ def _check_name(name: Any, errors: _Errors, existing: Iterable[Any]) -> None:
         errors.add("name", f"Ensure this field has no more than {MAX_NAME_LENGTH} characters.")
     elif '"' in name:
         errors.add("name", 'Cannot contain the character: "')
-    elif _find_by_name(existing, name):
+    elif find_by_name(existing, name):
         errors.add("name", "This field must be unique.")
 
 
-def _text_and_attachments(data: dict[str, Any], errors: _Errors) -> tuple[Any, list[str]]:
+def text_and_attachments(data: dict[str, Any], errors: FieldErrors) -> tuple[Any, list[str]]:
     text = data.get("text")
     if text is not None and not isinstance(text, str | dict):
         errors.add("text", "Not a valid string.")
@@ -164,7 +156,7 @@ def _text_and_attachments(data: dict[str, Any], errors: _Errors) -> tuple[Any, l
     return text, attachments
 
 
-def _control_body() -> dict[str, Any]:
+def control_body() -> dict[str, Any]:
     data = request.get_json(silent=True, force=True)
     if data is None and request.get_data().strip():
         raise ControlError("body must be JSON")
