@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from fakes.rapidpro.app import (
+from fakes.rapidpro.seed import (
     DEMO_FLOW_ACTIVATE,
     DEMO_FLOW_POLL,
     DEMO_GROUP_BOT,

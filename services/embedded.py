@@ -18,8 +18,8 @@ from collections.abc import Callable
 
 from werkzeug.serving import make_server
 
-from fakes.rapidpro.app import DEMO_TOKEN
 from fakes.rapidpro.app import create_app as create_fake_app
+from fakes.rapidpro.seed import DEMO_TOKEN
 from services import demo, registry
 from services.cases.app import create_app as create_cases_app
 from services.flowbridge.worker import rapidpro_client

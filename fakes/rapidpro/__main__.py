@@ -18,7 +18,9 @@ from types import FrameType
 
 from werkzeug.serving import make_server
 
-from .app import DEFAULT_PAGE_SIZE, SEEDS, create_app
+from .app import create_app
+from .seed import SEEDS
+from .state import DEFAULT_PAGE_SIZE
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import requests
 
-from fakes.rapidpro.app import (
+from fakes.rapidpro.seed import (
     DEMO_CONTACT_AMINA,
     DEMO_FLOW_ACTIVATE,
     DEMO_FLOW_POLL,

@@ -22,7 +22,7 @@ from typing import Any
 
 import requests
 
-from fakes.rapidpro.app import DEMO_CONTACT_AMINA, DEMO_FLOW_ACTIVATE, DEMO_TOKEN
+from fakes.rapidpro.seed import DEMO_CONTACT_AMINA, DEMO_FLOW_ACTIVATE, DEMO_TOKEN
 
 REPO = Path(__file__).resolve().parents[2]
 WEBHOOK = REPO / "docs" / "demo" / "webhook.json"

@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import json
 
-from fakes.rapidpro.app import (
-    DEMO_CONTACT_AMINA,
-    DEMO_FLOW_ACTIVATE,
-    DEMO_GROUP_BOT,
-    DEMO_TOKEN,
-    create_app,
-)
+from fakes.rapidpro.app import create_app
+from fakes.rapidpro.seed import DEMO_CONTACT_AMINA, DEMO_FLOW_ACTIVATE, DEMO_GROUP_BOT, DEMO_TOKEN
 
 AUTH = {"Authorization": f"Token {DEMO_TOKEN}"}
 
