@@ -120,7 +120,7 @@ class Relay:
         return result.rowcount
 
     def run(self) -> None:
-        from shared.bus.amqp import BrokerUnavailable
+        from shared.bus.publisher import BrokerUnavailable
 
         failures = 0
         next_purge = time.monotonic()
