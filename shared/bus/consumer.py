@@ -17,8 +17,9 @@ from kombu import Connection
 from kombu.mixins import ConsumerMixin
 
 from shared import metrics
+from shared.backoff import backoff
 from shared.bus.connection import declare_topology, kombu_connection, kombu_queues
-from shared.bus.dispatch import Outcome, Subscription, backoff, dispatch_batch
+from shared.bus.dispatch import Outcome, Subscription, dispatch_batch
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
