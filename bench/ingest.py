@@ -158,7 +158,7 @@ def main() -> None:
             process.wait(timeout=30)
         store.db.drop_schema()
         store.db.dispose()
-        from shared.bus.amqp import delete_topology
+        from shared.bus.connection import delete_topology
 
         delete_topology(settings)
     print(

@@ -29,7 +29,8 @@ from services.labeler.models import Label as LabelRow  # noqa: E402
 from services.labeler.models import Outbox, open_store  # noqa: E402
 from services.registry import migrate  # noqa: E402
 from shared import events as ev  # noqa: E402
-from shared.bus.amqp import ConfirmingPublisher, delete_topology  # noqa: E402
+from shared.bus.connection import delete_topology  # noqa: E402
+from shared.bus.publisher import ConfirmingPublisher  # noqa: E402
 from shared.rules import rule_to_json  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 

@@ -548,7 +548,8 @@ def bare_publish_rate(settings, count: int, size: int) -> float:
     from kombu import Exchange, Queue
 
     from shared.bus import topology
-    from shared.bus.amqp import ConfirmingPublisher, declare_topology, kombu_connection
+    from shared.bus.connection import declare_topology, kombu_connection
+    from shared.bus.publisher import ConfirmingPublisher
 
     exchange = Exchange(topology.exchange_name(settings.namespace), type="topic", durable=True)
     scratch = Queue(
@@ -679,7 +680,7 @@ def set_up_org(ingest, cases, labeler, interval: float) -> str:
 def environment(settings, env: dict[str, str], cases_workers: int) -> str:
     import sqlalchemy as sa
 
-    from shared.bus.amqp import kombu_connection
+    from shared.bus.connection import kombu_connection
 
     engine = sa.create_engine(settings.database_url)
     with engine.connect() as conn:

@@ -115,7 +115,7 @@ def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_broker_setup(args: argparse.Namespace, settings: Settings) -> int:
-    from shared.bus.amqp import declare_topology, kombu_connection
+    from shared.bus.connection import declare_topology, kombu_connection
 
     if settings.embedded_bus:
         print("no UPARTNERS_BROKER_URL: the embedded bus needs no setup")
@@ -284,7 +284,7 @@ def make_publisher(settings: Settings):
         from shared.bus.embedded import EmbeddedBus
 
         return EmbeddedBus(settings)
-    from shared.bus.amqp import ConfirmingPublisher
+    from shared.bus.publisher import ConfirmingPublisher
 
     return ConfirmingPublisher(settings)
 

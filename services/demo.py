@@ -10,7 +10,7 @@ other services through the bus like any others.
 
 "First start" means: the cases service has no administrator for the org yet. A later start
 changes nothing and shows nothing, so the secrets printed once stay the only copies. The fake's
-identifiers are fixed (fakes.rapidpro.app.DEMO_*), so the settings stay valid across restarts.
+identifiers are fixed (fakes.rapidpro.seed.DEMO_*), so the settings stay valid across restarts.
 """
 
 from __future__ import annotations

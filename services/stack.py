@@ -236,7 +236,7 @@ def drop_namespace(settings: Settings) -> None:
 
     import sqlalchemy as sa
 
-    from shared.bus.amqp import delete_topology
+    from shared.bus.connection import delete_topology
 
     engine = sa.create_engine(settings.database_url)
     try:

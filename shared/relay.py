@@ -20,7 +20,7 @@ from sqlalchemy import Connection, delete, select, update
 from sqlalchemy import exc as sa_exc
 
 from shared import metrics
-from shared.bus.dispatch import backoff
+from shared.backoff import backoff
 from shared.db import utcnow
 from shared.uow import ServiceStore
 
@@ -120,7 +120,7 @@ class Relay:
         return result.rowcount
 
     def run(self) -> None:
-        from shared.bus.amqp import BrokerUnavailable
+        from shared.bus.publisher import BrokerUnavailable
 
         failures = 0
         next_purge = time.monotonic()

@@ -14,8 +14,8 @@ from sqlalchemy import select
 from fakes.rapidpro import create_app
 from services.flowbridge import handlers
 from services.flowbridge.flow_engine import RapidProClient
-from services.flowbridge.handlers import Options
 from services.flowbridge.models import MIGRATIONS, Outbox, open_store
+from services.flowbridge.steps import Options
 from services.flowbridge.worker import subscriptions
 from shared import events as ev
 from shared.bus.dispatch import Outcome, dispatch

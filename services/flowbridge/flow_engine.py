@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 import requests
 
 from shared import metrics
+from shared.backoff import backoff
 
 logger = logging.getLogger(__name__)
 
@@ -394,7 +395,8 @@ class RapidProClient:
             ) from None
 
     def _backoff_delay(self, attempt: int) -> float:
-        return min(self._max_wait, self._backoff * 2 ** (attempt - 1))
+        # Attempts count from 1 here: the first retry waits ``self._backoff``.
+        return backoff(attempt - 1, base=self._backoff, cap=self._max_wait)
 
     def _retry_after(self, response: requests.Response, attempt: int) -> float:
         value = response.headers.get("Retry-After", "").strip()

@@ -11,8 +11,9 @@ from sqlalchemy.orm import Session
 
 from services.flowbridge import domain, handlers
 from services.flowbridge.flow_engine import FlowEngine, NullFlowEngine, RapidProClient
-from services.flowbridge.handlers import DEFAULT_OPTIONS, EngineFor, MakeClient, Options
+from services.flowbridge.handlers import EngineFor, MakeClient
 from services.flowbridge.models import EngineConnection, open_store
+from services.flowbridge.steps import DEFAULT_OPTIONS, Options
 from shared import events as ev
 from shared.bus.dispatch import Handler, Subscription
 from shared.bus.topology import (

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import exc as sa_exc
 
+from shared.backoff import backoff
 from shared.bus.topology import QueueSpec
 from shared.events import BadEvent, Envelope, read_event
 from shared.logs import log_context
@@ -62,10 +63,6 @@ class Subscription:
     def skips(self, envelope: Envelope) -> bool:
         predicate = self.skip.get(envelope.name)
         return predicate is not None and predicate(envelope.data)
-
-
-def backoff(attempt: int, *, base: float = 0.1, cap: float = 5.0) -> float:
-    return min(cap, base * 2**attempt)
 
 
 def dispatch(

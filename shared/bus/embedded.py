@@ -22,8 +22,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from shared import metrics
+from shared.backoff import backoff
 from shared.bus import topology
-from shared.bus.dispatch import Outcome, Subscription, backoff, dispatch
+from shared.bus.dispatch import Outcome, Subscription, dispatch
 from shared.bus.topology import QueueSpec
 from shared.settings import Settings
 

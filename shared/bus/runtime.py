@@ -20,6 +20,6 @@ def make_worker(settings: Settings, subscriptions: Sequence[Subscription]) -> Wo
         from shared.bus.embedded import EmbeddedBus, EmbeddedWorker
 
         return EmbeddedWorker(EmbeddedBus(settings), subscriptions)
-    from shared.bus.amqp import AmqpWorker
+    from shared.bus.consumer import AmqpWorker
 
     return AmqpWorker(settings, subscriptions)

@@ -32,7 +32,8 @@ from services.labeler.models import Outbox as LabelerOutbox
 from services.labeler.models import open_store as open_labeler
 from services.stack import free_base_port
 from shared.bus import topology
-from shared.bus.amqp import ConfirmingPublisher, declare_topology, kombu_connection
+from shared.bus.connection import declare_topology, kombu_connection
+from shared.bus.publisher import ConfirmingPublisher
 from shared.bus.topology import QueueSpec
 from shared.settings import Settings
 from tests.ingest_helpers import ORG, fixture

@@ -12,7 +12,7 @@ from services.ingest import handlers as ingest_handlers
 from services.ingest.models import open_store as open_ingest
 from services.labeler.models import Message as LabelledMessage
 from services.labeler.models import open_store as open_labeler
-from shared.bus.amqp import ConfirmingPublisher
+from shared.bus.publisher import ConfirmingPublisher
 from tests.ingest_helpers import ORG, fixture
 from tests.labeler_helpers import keywords, label_event
 

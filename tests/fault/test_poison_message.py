@@ -11,8 +11,9 @@ from sqlalchemy import select
 
 from services import cli
 from shared.bus import dlq, topology
-from shared.bus.amqp import AmqpWorker, ConfirmingPublisher
+from shared.bus.consumer import AmqpWorker
 from shared.bus.dispatch import Subscription
+from shared.bus.publisher import ConfirmingPublisher
 from tests.labeler_helpers import message_received
 from tests.support import Seen, probe_store, record
 from tests.waiting import eventually

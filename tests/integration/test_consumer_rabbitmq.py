@@ -9,8 +9,10 @@ import pytest
 from kombu import Connection
 from sqlalchemy import func, select
 
-from shared.bus.amqp import AmqpWorker, ConfirmingPublisher, declare_topology, kombu_queues
+from shared.bus.connection import declare_topology, kombu_queues
+from shared.bus.consumer import AmqpWorker
 from shared.bus.dispatch import Subscription, TransientError
+from shared.bus.publisher import ConfirmingPublisher
 from shared.bus.topology import QueueSpec
 from shared.events import LABEL_CREATED
 from tests.support import PROBE_QUEUE, Seen, message_received, probe_store, record

@@ -16,7 +16,9 @@ from fakes.rapidpro import create_app
 from services.flowbridge import handlers
 from services.flowbridge.models import MIGRATIONS, OrgSettings, Outbox, open_store
 from services.flowbridge.worker import rapidpro_client, subscriptions
-from shared.bus.amqp import AmqpWorker, ConfirmingPublisher, declare_topology
+from shared.bus.connection import declare_topology
+from shared.bus.consumer import AmqpWorker
+from shared.bus.publisher import ConfirmingPublisher
 from shared.uow import ServiceStore
 from tests.fakes_server import FakeControl, serve_app
 from tests.flowbridge_helpers import (

@@ -9,7 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from kombu import Connection
 
-from shared.bus.amqp import ConfirmingPublisher, declare_topology, kombu_queues
+from shared.bus.connection import declare_topology, kombu_queues
+from shared.bus.publisher import ConfirmingPublisher
 from shared.bus.topology import QueueSpec
 from shared.events import MESSAGE_RECEIVED, read_event
 from shared.relay import Relay

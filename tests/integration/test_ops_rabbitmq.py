@@ -9,8 +9,9 @@ import pytest
 import requests
 
 from shared import metrics
-from shared.bus.amqp import AmqpWorker, ConfirmingPublisher
+from shared.bus.consumer import AmqpWorker
 from shared.bus.dispatch import Subscription
+from shared.bus.publisher import ConfirmingPublisher
 from shared.ops import OpsServer, heartbeat, relay_readiness, worker_readiness
 from shared.relay import Relay
 from tests.integration.test_relay_rabbitmq import cleanup_probe

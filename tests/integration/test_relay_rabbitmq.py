@@ -13,7 +13,8 @@ from kombu import Connection
 from sqlalchemy import func, select, text
 
 from shared.bus import topology
-from shared.bus.amqp import ConfirmingPublisher, kombu_queues
+from shared.bus.connection import kombu_queues
+from shared.bus.publisher import ConfirmingPublisher
 from shared.relay import Relay
 from tests.support import PROBE_QUEUE, Outbox, counted, message_received, probe_store
 from tests.waiting import eventually
@@ -64,7 +65,7 @@ def drain(settings, expected, timeout=30.0):
 
 def declare_probe(settings):
     with Connection(settings.broker_url) as conn:
-        from shared.bus.amqp import declare_topology
+        from shared.bus.connection import declare_topology
 
         declare_topology(conn, settings, [PROBE_QUEUE])
 

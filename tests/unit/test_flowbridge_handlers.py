@@ -14,7 +14,6 @@ from services.flowbridge.flow_engine import (
     FlowEngineUnavailable,
     RapidProClient,
 )
-from services.flowbridge.handlers import Options
 from services.flowbridge.models import (
     CatalogEntry,
     ContactRecord,
@@ -23,6 +22,7 @@ from services.flowbridge.models import (
     Inbox,
     OrgSettings,
 )
+from services.flowbridge.steps import Options
 from services.flowbridge.worker import subscriptions
 from shared.bus.dispatch import Outcome, dispatch_batch
 from shared.bus.topology import FLOWBRIDGE_CASES
