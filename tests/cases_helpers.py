@@ -5,15 +5,18 @@ through the real worker subscriptions (so the inbox ledger is exercised too)."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from services.cases import handlers
+from services.cases.api import document
 from services.cases.app import create_app
 from services.cases.models import MIGRATIONS, Outbox, open_store
 from services.cases.worker import subscriptions
@@ -28,6 +31,29 @@ PHONE = "+55 11 98765-4321"
 CONTACT_NAME = "Júlia Souza"
 
 _counter = itertools.count(1)
+
+
+class DocumentedClient(FlaskClient):
+    """The test client of every cases test: each answer of the partner API is checked against
+    the OpenAPI document as it arrives (status documented for that operation, content type,
+    body against the documented schema), so every test of the suite is also a test of the
+    document. Requests that match no documented operation (unknown paths, wrong methods) are
+    not checked here: they get the one error shape, tested apart."""
+
+    def open(self, *args: Any, **kwargs: Any):
+        response = super().open(*args, **kwargs)
+        request = response.request
+        operation = _documented().find_operation_by_path(request.method, request.path)
+        if operation is not None:
+            operation.validate_response(response)
+        return response
+
+
+@functools.cache
+def _documented():
+    import schemathesis
+
+    return schemathesis.openapi.from_dict(document())
 
 
 def new_uuid() -> str:
@@ -124,6 +150,7 @@ class CasesWorld:
         self.store = store or open_store(settings)
         self.store.db.migrate(MIGRATIONS)
         self.app = create_app(settings, self.store)
+        self.app.test_client_class = DocumentedClient
         self.client = self.app.test_client()
         self.subscriptions = {sub.queue.purpose: sub for sub in subscriptions(settings, self.store)}
         self._others: dict[str, Person] = {}

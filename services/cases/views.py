@@ -212,3 +212,13 @@ class Page:
 class Counts:
     folders: dict[str, int]
     labels: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Marked:
+    marked: int  # how many notifications this marked read
+
+
+@dataclass(frozen=True)
+class Status:
+    status: str  # the probes: "ok" (alive), "ready" (the database answers)

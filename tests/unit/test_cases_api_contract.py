@@ -3,12 +3,13 @@ a 4xx in the one error shape (never a 500), probes, and the app factory."""
 
 from __future__ import annotations
 
+import copy
 import re
 
 import pytest
 
+from services.cases.api import OPERATIONS, document
 from services.cases.app import create_app
-from services.cases.openapi import OPERATIONS, document
 
 IGNORED_METHODS = {"HEAD", "OPTIONS"}
 
@@ -30,6 +31,27 @@ def test_the_openapi_document_lists_exactly_the_routes(world):
     routes = url_map_operations(world.app)
     assert documented - routes == set(), "documented but not served"
     assert routes - documented == set(), "served but not documented"
+
+
+def test_the_document_is_valid_openapi_3():
+    from openapi_spec_validator import validate
+    from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
+
+    validate(document())
+    broken = copy.deepcopy(document())
+    broken["paths"]["/api/v1/me"]["get"]["responses"]["200"].pop("description")
+    with pytest.raises(OpenAPIValidationError):
+        validate(broken)
+
+
+def test_every_route_is_declared_with_its_operation(world):
+    """Routes come only from ``route``: each endpoint of the API blueprint has its operation."""
+    declared = {(op.method, op.path) for op in OPERATIONS}
+    for rule in world.app.url_map.iter_rules():
+        if rule.endpoint.startswith("cases."):
+            path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
+            for method in rule.methods - IGNORED_METHODS:
+                assert (method.lower(), path) in declared, rule.rule
 
 
 def test_every_documented_body_and_answer_is_described(world):

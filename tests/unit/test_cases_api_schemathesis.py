@@ -24,7 +24,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from services.cases.openapi import document
+from services.cases.api import document
 from shared.settings import Settings
 from tests.cases_helpers import CasesWorld
 
