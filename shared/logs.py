@@ -61,6 +61,8 @@ def log_context(
 
 
 # --- redaction ----------------------------------------------------------------------------------
+# The URN schemes of RapidPro-style engines: redacted from logs, and what the privacy tests look
+# for in every partner-facing answer (one list for both).
 URN_SCHEMES = (
     "tel",
     "whatsapp",
@@ -72,6 +74,7 @@ URN_SCHEMES = (
     "line",
     "mailto",
     "ext",
+    "external",
     "jiochat",
     "wechat",
     "fcm",

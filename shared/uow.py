@@ -15,6 +15,9 @@ from sqlalchemy.orm import Session
 
 from shared.db import Database
 from shared.events import Envelope, new_event
+from shared.inbox import InboxMixin
+from shared.outbox import OutboxMixin
+from shared.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,26 @@ class ServiceStore:
 
     def unit_of_work(self, *, cause: Envelope | None = None, correlation_id: str | None = None):
         return UnitOfWork(self, cause=cause, correlation_id=correlation_id)
+
+
+def ledgers(base: type, *, inbox: bool = True) -> tuple[type, type | None]:
+    """A service's ``Outbox`` (and, for a consuming service, ``Inbox``) tables on its own
+    declarative base: the same columns in every service, in that service's schema."""
+    module = {"__module__": base.__module__}
+    outbox_table = type("Outbox", (OutboxMixin, base), dict(module))
+    inbox_table = type("Inbox", (InboxMixin, base), dict(module)) if inbox else None
+    return outbox_table, inbox_table
+
+
+def store_opener(
+    service: str, outbox: type, inbox: type | None = None
+) -> Callable[[Settings], ServiceStore]:
+    """A service's ``open_store(settings)``: its database and its ledgers."""
+
+    def open_store(settings: Settings) -> ServiceStore:
+        return ServiceStore(service, Database(settings, service), outbox, inbox)
+
+    return open_store
 
 
 class UnitOfWork:

@@ -13,11 +13,8 @@ from typing import Any
 from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from shared.db import Database, JSONType, UTCDateTime, created_at, utc_datetime, uuid_pk
-from shared.inbox import InboxMixin
-from shared.outbox import OutboxMixin
-from shared.settings import Settings
-from shared.uow import ServiceStore
+from shared.db import JSONType, UTCDateTime, created_at, utc_datetime, uuid_pk
+from shared.uow import ledgers, store_opener
 
 SERVICE = "cases"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -306,13 +303,5 @@ class Notification(Base):
     read_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 
 
-class Outbox(OutboxMixin, Base):
-    pass
-
-
-class Inbox(InboxMixin, Base):
-    pass
-
-
-def open_store(settings: Settings) -> ServiceStore:
-    return ServiceStore(SERVICE, Database(settings, SERVICE), Outbox, Inbox)
+Outbox, Inbox = ledgers(Base)
+open_store = store_opener(SERVICE, Outbox, Inbox)

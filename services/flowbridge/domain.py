@@ -4,13 +4,10 @@ contact and give back, when the follow-up flow starts and with which params."""
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-
-ORG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 # Why a contact was not (fully) suspended or restored: the ``reason`` of contact.suspended,
 # contact.restored and outgoing.failed, and the error of a skipped or failed side effect.

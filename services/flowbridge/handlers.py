@@ -41,6 +41,7 @@ from services.flowbridge.steps import DEFAULT_OPTIONS, DONE, Options, Steps
 from shared import events as ev
 from shared.db import insert_statement, utcnow
 from shared.events import Envelope
+from shared.orgs import ORG_KEY_RULE, is_org_key
 from shared.uow import ServiceStore, UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -489,8 +490,8 @@ def connect_org(
 ) -> CatalogSummary:
     """Store the org's flow engine connection once the engine accepted the token, and sync the
     catalog. Raises ValueError for a bad org key, FlowEngineError when the engine says no."""
-    if not domain.ORG_PATTERN.match(org):
-        raise ValueError("an org key is 1-64 lowercase letters, digits, '-' or '_'")
+    if not is_org_key(org):
+        raise ValueError(ORG_KEY_RULE)
     engine = make_client(base_url, token)
     try:
         groups, flows = engine.list_groups(), engine.list_flows()

@@ -10,11 +10,8 @@ from typing import Any
 from sqlalchemy import BigInteger, Boolean, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from shared.db import Database, JSONType, UTCDateTime, created_at, utcnow
-from shared.inbox import InboxMixin
-from shared.outbox import OutboxMixin
-from shared.settings import Settings
-from shared.uow import ServiceStore
+from shared.db import JSONType, UTCDateTime, created_at, utcnow
+from shared.uow import ledgers, store_opener
 
 SERVICE = "flowbridge"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -151,13 +148,5 @@ class MessageRef(Base):
     engine_id: Mapped[int] = mapped_column(BigInteger)
 
 
-class Outbox(OutboxMixin, Base):
-    pass
-
-
-class Inbox(InboxMixin, Base):
-    pass
-
-
-def open_store(settings: Settings) -> ServiceStore:
-    return ServiceStore(SERVICE, Database(settings, SERVICE), Outbox, Inbox)
+Outbox, Inbox = ledgers(Base)
+open_store = store_opener(SERVICE, Outbox, Inbox)

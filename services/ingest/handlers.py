@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,9 +13,8 @@ from services.ingest.models import Message, WebhookSecret
 from shared import auth
 from shared.db import insert_statement, new_id, utcnow
 from shared.events import MESSAGE_RECEIVED
+from shared.orgs import is_org_key
 from shared.uow import ServiceStore
-
-ORG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
 @dataclass(frozen=True)
@@ -69,7 +67,7 @@ def authenticate(
     secrets: SecretCache, org: str, credentials: Credentials, body: bytes, *, window: int
 ) -> bool:
     """True if the delivery carries a valid, unrevoked credential of the org. Reads only."""
-    if not ORG_PATTERN.match(org):
+    if not is_org_key(org):
         return False
     hashes = secrets.hashes(org)
     if not hashes:
@@ -179,7 +177,7 @@ def message_received_data(
 # --- secrets (CLI) ------------------------------------------------------------------------------
 def add_secret(store: ServiceStore, org: str) -> tuple[str, str]:
     """Create a webhook secret for the org; returns (id, secret). The secret is shown once."""
-    if not ORG_PATTERN.match(org):
+    if not is_org_key(org):
         raise ValueError("an org key is 1-64 lowercase letters, digits, '-' or '_'")
     secret = auth.new_secret()
     with store.unit_of_work() as uow:

@@ -9,10 +9,8 @@ from pathlib import Path
 from sqlalchemy import Boolean, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from shared.db import Database, UTCDateTime, created_at, utc_datetime, uuid_pk
-from shared.outbox import OutboxMixin
-from shared.settings import Settings
-from shared.uow import ServiceStore
+from shared.db import UTCDateTime, created_at, utc_datetime, uuid_pk
+from shared.uow import ledgers, store_opener
 
 SERVICE = "ingest"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -56,9 +54,5 @@ class Message(Base):
     received_at: Mapped[utc_datetime]
 
 
-class Outbox(OutboxMixin, Base):
-    pass
-
-
-def open_store(settings: Settings) -> ServiceStore:
-    return ServiceStore(SERVICE, Database(settings, SERVICE), Outbox)
+Outbox, _ = ledgers(Base, inbox=False)
+open_store = store_opener(SERVICE, Outbox)

@@ -10,11 +10,8 @@ from typing import Any
 from sqlalchemy import Boolean, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from shared.db import Database, JSONType, UTCDateTime, utc_datetime
-from shared.inbox import InboxMixin
-from shared.outbox import OutboxMixin
-from shared.settings import Settings
-from shared.uow import ServiceStore
+from shared.db import JSONType, UTCDateTime, utc_datetime
+from shared.uow import ledgers, store_opener
 
 SERVICE = "labeler"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -71,13 +68,5 @@ class Message(Base):
     labeled_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
-class Outbox(OutboxMixin, Base):
-    pass
-
-
-class Inbox(InboxMixin, Base):
-    pass
-
-
-def open_store(settings: Settings) -> ServiceStore:
-    return ServiceStore(SERVICE, Database(settings, SERVICE), Outbox, Inbox)
+Outbox, Inbox = ledgers(Base)
+open_store = store_opener(SERVICE, Outbox, Inbox)

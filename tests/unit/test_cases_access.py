@@ -14,6 +14,7 @@ import re
 import pytest
 
 from shared import events as ev
+from shared.logs import URN_SCHEMES
 from tests.cases_helpers import CONTACT_NAME, OTHER_ORG, PHONE, Person
 
 PUBLIC = {"cases.openapi_document", "health.healthz", "health.readyz", "metrics", "static"}
@@ -209,29 +210,6 @@ def snapshot(world, victim):
 
 
 # --- anonymity ----------------------------------------------------------------------------------
-URN_SCHEMES = (
-    "tel",
-    "whatsapp",
-    "telegram",
-    "facebook",
-    "twitter",
-    "twitterid",
-    "viber",
-    "line",
-    "mailto",
-    "ext",
-    "fcm",
-    "discord",
-    "instagram",
-    "jiochat",
-    "wechat",
-    "vk",
-    "rocketchat",
-    "slack",
-    "webchat",
-    "freshchat",
-    "external",
-)
 URN = re.compile(r"\b(?:" + "|".join(URN_SCHEMES) + r"):")
 PHONE_LIKE = re.compile(r"\+?\d[\d\s().-]{6,}\d")
 SAFE = [

@@ -3,7 +3,6 @@ the flow engine's groups and flows for the settings pickers."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from sqlalchemy import select
@@ -26,9 +25,8 @@ from services.cases.models import (
 )
 from services.cases.views import CatalogRef, CatalogView, OrgView
 from shared.db import new_id
+from shared.orgs import ORG_KEY_RULE, is_org_key
 from shared.uow import ServiceStore
-
-ORG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
 def bootstrap_org(
@@ -38,8 +36,8 @@ def bootstrap_org(
 
     Returns (user id, token); the token is shown once. Refuses an org that has an administrator.
     """
-    if not ORG_PATTERN.match(org):
-        raise ValueError("an org key is 1-64 lowercase letters, digits, '-' or '_'")
+    if not is_org_key(org):
+        raise ValueError(ORG_KEY_RULE)
     with store.unit_of_work() as uow:
         session = uow.session
         row = ensure_org(session, org)
