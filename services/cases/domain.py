@@ -218,10 +218,6 @@ def check_state(state: CaseState, command: str) -> None:
     next_state(state, command)
 
 
-def check_reply(state: CaseState) -> None:
-    """A reply changes nothing of the case itself, but only an open case takes one."""
-    next_state(state, "reply")
-
 
 def close_case(state: CaseState, close_count: int, now: datetime) -> CaseChange:
     """Close; the event says whether this is the first close (the org may start its follow-up

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from services.cases import domain
 from services.cases.domain import (
     ADMINISTRATOR,
     AGENT,
@@ -196,3 +197,41 @@ class TestCursor:
     def test_garbage_is_refused(self, cursor):
         with pytest.raises(InvalidCursor):
             decode_cursor(cursor, datetime, str)
+
+
+# --- what a command does to a case ---------------------------------------------------------------
+class TestCaseChanges:
+    NOW = datetime(2026, 12, 7, 10, 0, tzinfo=UTC)
+
+    def test_close_says_whether_it_is_the_first(self):
+        first = domain.close_case(CaseState.OPEN, 0, self.NOW)
+        again = domain.close_case(CaseState.OPEN, 1, self.NOW)
+        assert first.what == "closed"
+        assert first.sets == {"closed_on": self.NOW, "close_count": 1}
+        assert first.data["first_close"] is True and again.data["first_close"] is False
+        with pytest.raises(Conflict) as closed_twice:
+            domain.close_case(CaseState.CLOSED, 1, self.NOW)
+        assert closed_twice.value.code == "CASE_ALREADY_CLOSED"
+
+    def test_reopen_clears_the_close_and_says_when(self):
+        reopened = domain.reopen_case(CaseState.CLOSED, self.NOW)
+        assert reopened.sets == {"closed_on": None, "reopened_on": self.NOW}
+        assert reopened.data["opened_on"] == self.NOW.isoformat()
+        with pytest.raises(Conflict):
+            domain.reopen_case(CaseState.OPEN, self.NOW)
+
+    def test_reassign_and_relabel_say_nothing_happened_when_nothing_changes(self):
+        assert domain.reassign(CaseState.OPEN, ("p1", None), ("p1", None)) is None
+        moved = domain.reassign(CaseState.OPEN, ("p1", "u1"), ("p2", None))
+        assert moved is not None and moved.sets == {"partner_id": "p2", "user_id": None}
+        with pytest.raises(Conflict):
+            domain.reassign(CaseState.CLOSED, ("p1", None), ("p2", None))
+        assert domain.relabel(CaseState.CLOSED, {"a"}, {"a"}) is None
+        relabelled = domain.relabel(CaseState.CLOSED, {"a"}, {"b", "a"})
+        assert relabelled is not None and relabelled.data == {"labels": ["a", "b"]}
+
+    def test_notes_work_in_both_states_replies_only_while_open(self):
+        assert domain.add_note(CaseState.CLOSED).what == "note_added"
+        domain.check_state(CaseState.OPEN, "reply")
+        with pytest.raises(Conflict):
+            domain.check_state(CaseState.CLOSED, "reply")

@@ -328,7 +328,7 @@ def reply_in_case(store: ServiceStore, actor: Actor, case_id: str, text: str) ->
         session = uow.session
         org = ensure_org(session, actor.org)
         case, _ = load_case(session, actor, case_id, Access.UPDATE)
-        domain.check_reply(case_state(case))
+        domain.check_state(case_state(case), "reply")  # changes nothing of the case itself
         contact = session.get(Contact, case.contact_id)
         assert contact is not None
         latest = session.scalar(
