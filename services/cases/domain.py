@@ -218,7 +218,6 @@ def check_state(state: CaseState, command: str) -> None:
     next_state(state, command)
 
 
-
 def close_case(state: CaseState, close_count: int, now: datetime) -> CaseChange:
     """Close; the event says whether this is the first close (the org may start its follow-up
     flow only then)."""
