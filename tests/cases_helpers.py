@@ -40,12 +40,15 @@ class DocumentedClient(FlaskClient):
     document. Requests that match no documented operation (unknown paths, wrong methods) are
     not checked here: they get the one error shape, tested apart."""
 
+    answered: set[tuple[str, str, int]] = set()  # (method, documented path, status) checked
+
     def open(self, *args: Any, **kwargs: Any):
         response = super().open(*args, **kwargs)
         request = response.request
         operation = _documented().find_operation_by_path(request.method, request.path)
         if operation is not None:
             operation.validate_response(response)
+            self.answered.add((operation.method.lower(), operation.path, response.status_code))
         return response
 
 

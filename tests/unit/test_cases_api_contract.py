@@ -10,6 +10,7 @@ import pytest
 
 from services.cases.api import OPERATIONS, document
 from services.cases.app import create_app
+from tests.cases_helpers import DocumentedClient, new_uuid
 
 IGNORED_METHODS = {"HEAD", "OPTIONS"}
 
@@ -264,3 +265,73 @@ def test_a_body_is_documented_as_required_exactly_where_an_empty_one_is_refused(
         assert refused == body["required"], (method, path, response.status_code, response.json)
         checked += 1
     assert checked > 15
+
+
+def test_every_operation_answers_as_documented_at_least_once(world):
+    """A tour of the whole API through the test client that validates every answer against the
+    document (tests/cases_helpers.py): each documented operation must succeed once."""
+    DocumentedClient.answered.clear()
+    admin = world.admin
+    label = world.label("tour")
+    partner = world.partner("Tour partner", restricted=True, labels=(label,))
+    agent = world.user(partner, name="Tina")
+    message = world.message([label])
+    other = world.message([label], contact=new_uuid())
+
+    def ok(person, method, path, body=None, **query):
+        response = world.call(person, method, f"/api/v1{path}", body, **query)
+        assert response.status_code < 300, (method, path, response.status_code, response.json)
+        return response.json
+
+    ok(admin, "GET", "/me")
+    ok(admin, "GET", "/org")
+    ok(admin, "PATCH", "/org", {"timezone": "Africa/Maputo"})
+    ok(admin, "GET", "/org/catalog")
+    ok(admin, "GET", "/partners")
+    ok(admin, "GET", f"/partners/{partner}")
+    ok(admin, "PATCH", f"/partners/{partner}", {"description": "on tour"})
+    ok(admin, "GET", "/users")
+    ok(admin, "GET", f"/users/{agent.id}")
+    ok(admin, "PATCH", f"/users/{agent.id}", {"name": "Tina T."})
+    ok(admin, "GET", f"/users/{agent.id}/tokens")
+    token = ok(admin, "POST", f"/users/{agent.id}/tokens", {"description": "spare"})
+    ok(admin, "DELETE", f"/users/{agent.id}/tokens/{token['id']}")
+    ok(admin, "GET", "/labels")
+    ok(admin, "GET", f"/labels/{label}")
+    ok(admin, "PATCH", f"/labels/{label}", {"description": "for the tour"})
+    spare = ok(admin, "POST", "/labels", {"name": "spare"})
+    ok(admin, "DELETE", f"/labels/{spare['id']}")
+    ok(agent, "GET", "/messages")
+    ok(agent, "GET", "/messages/counts")
+    ok(agent, "GET", f"/messages/{message}")
+    ok(agent, "GET", f"/messages/{message}/history")
+    ok(agent, "POST", f"/messages/{message}/actions", {"action": "flag"})
+    ok(agent, "POST", "/messages/actions", {"action": "unflag", "messages": [message]})
+    ok(agent, "POST", f"/messages/{message}/lock")
+    ok(agent, "DELETE", f"/messages/{message}/lock")
+    ok(agent, "POST", f"/messages/{other}/reply", {"text": "hello"})
+    case = ok(agent, "POST", "/cases", {"summary": "tour", "partner": partner, "message": message})
+    path = f"/cases/{case['id']}"
+    ok(agent, "GET", "/cases")
+    ok(agent, "GET", path)
+    ok(agent, "GET", f"{path}/timeline")
+    ok(agent, "POST", f"{path}/notes", {"note": "seen"})
+    ok(agent, "PUT", f"{path}/labels", {"labels": [label]})
+    ok(agent, "POST", f"{path}/reply", {"text": "still there?"})
+    ok(admin, "POST", f"{path}/reassign", {"partner": partner, "user": agent.id})
+    ok(admin, "PUT", f"{path}/watch")
+    ok(agent, "POST", f"{path}/close", {"note": "done"})
+    ok(agent, "POST", f"{path}/reopen", {})
+    ok(admin, "DELETE", f"{path}/watch")
+    notification = ok(agent, "GET", "/notifications")["items"][0]
+    ok(agent, "POST", f"/notifications/{notification['id']}/read")
+    ok(agent, "POST", "/notifications/read")
+    ok(admin, "POST", "/partners", {"name": "Tour 2"})
+    ok(admin, "POST", "/users", {"name": "U", "email": "u@tour.example", "role": "administrator"})
+    ok(None, "GET", "/openapi.json")
+    world.client.get("/healthz")
+    world.client.get("/readyz")
+
+    succeeded = {(m, p) for m, p, status in DocumentedClient.answered if status < 300}
+    documented = {(m, p) for p, ops in document()["paths"].items() for m in ops}
+    assert documented - succeeded == {("get", "/metrics")}  # only on the ops port
