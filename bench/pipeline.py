@@ -53,7 +53,6 @@ from bench import loadgen  # noqa: E402
 from bench.ingest import BROKER_URL, DATABASE_URL, free_port, wait_until_up  # noqa: E402
 
 ORG = "bench"
-ALL = ("ingest", "labeler", "cases", "flowbridge")
 CONSUMERS = ("worker-labeler", "worker-cases")
 TARGET_P99_MS = 250.0  # at 100 webhooks/s; CasePro polled the flow engine every minute
 TARGET_BACKLOG_S = 10.0  # 10,000 messages
@@ -820,6 +819,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from services import registry
     from services.cases.models import open_store as open_cases
     from services.ingest.models import open_store as open_ingest
     from services.labeler.models import open_store as open_labeler
@@ -835,7 +835,7 @@ def main(argv=None) -> int:
         database_url=DATABASE_URL, broker_url=BROKER_URL, namespace=f"bench{uuid.uuid4().hex[:6]}"
     )
     logs = Path(tempfile.mkdtemp(prefix="upartners-pipeline-"))
-    stack = Stack(settings, ALL, ALL[1:], log_dir=logs)
+    stack = Stack(settings, registry.NAMES, registry.WORKERS, log_dir=logs)
     env = stack.environment()
     profiler = Profiler(args.profile) if args.profile else None
     stores = []

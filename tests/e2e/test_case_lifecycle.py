@@ -21,6 +21,7 @@ from fakes.rapidpro.seed import (
     DEMO_TOKEN,
     DEMO_WORKSPACE,
 )
+from services import registry
 from services.cases import handlers as cases_handlers
 from services.cases.models import open_store as open_cases
 from services.flowbridge import handlers as flowbridge_handlers
@@ -34,7 +35,6 @@ from tests.waiting import eventually
 pytestmark = pytest.mark.e2e
 
 ORG = "demo"
-ALL = ("ingest", "labeler", "cases", "flowbridge")
 
 
 class Partner:
@@ -57,7 +57,7 @@ class Partner:
 @pytest.fixture
 def world(make_stack, pg_settings):
     """All processes plus the fake; the demo org configured as an administrator would."""
-    stack = make_stack(ALL, ALL[1:], with_fake=True)
+    stack = make_stack(registry.NAMES, registry.WORKERS, with_fake=True)
     fake = FakeControl(stack.url_of("fake"))
     stores = [open_ingest(pg_settings), open_cases(pg_settings), open_flowbridge(pg_settings)]
     ingest, cases, flowbridge = stores
