@@ -22,6 +22,7 @@ from services.cases.handlers import (
     org,
     people,
     replies,
+    sign_in,
 )
 from services.cases.routing import (
     ADMIN,
@@ -212,6 +213,19 @@ def create_token(user_id: str, body):
 )
 def revoke_token(user_id: str, token_id: str):
     return people.revoke_token(store(), actor(), user_id, token_id)
+
+
+@route(
+    "post",
+    "/users/<id:user_id>/sign-in-link",
+    "A one-time link for the user to set a password (an invitation, or a reset); shown once.",
+    "administrators; managers for their partner",
+    answer=v.SignInLinkView,
+    status=201,
+)
+def make_sign_in_link(user_id: str):
+    link = sign_in.make_link(store(), actor(), user_id)
+    return v.SignInLinkView(f"/set-password/{link.token}", link.purpose, link.expires_at)
 
 
 # --- labels -------------------------------------------------------------------------------------

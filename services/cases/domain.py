@@ -53,6 +53,14 @@ class Invalid(CasesError):
         self.fields = fields
 
 
+class TooManyAttempts(CasesError):
+    """Too many failed sign-ins for this account or address: wait."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__("Too many failed attempts.")
+        self.retry_after = retry_after
+
+
 # --- people and access --------------------------------------------------------------------------
 
 ADMINISTRATOR = "administrator"
@@ -348,3 +356,32 @@ def decode_cursor(cursor: str, *kinds: type) -> tuple:
         return tuple(decoded)
     except (ValueError, TypeError, binascii.Error, UnicodeDecodeError) as exc:
         raise InvalidCursor("Not a valid cursor.") from exc
+
+
+# --- signing in to the web pages ----------------------------------------------------------------
+
+MIN_PASSWORD = 10
+MAX_PASSWORD = 200
+LINK_LIFETIME = {"invite": timedelta(days=3), "reset": timedelta(hours=2)}
+# Failed sign-ins allowed in one window, per account and per address (many people may share
+# one office's address).
+FAILURE_WINDOW = timedelta(minutes=15)
+MAX_FAILURES = {"account": 5, "address": 30}
+
+
+def password_problem(password: str) -> str | None:
+    """Why a new password will not do, or None."""
+    if len(password) < MIN_PASSWORD:
+        return "short"
+    if len(password) > MAX_PASSWORD:
+        return "long"
+    return None
+
+
+def wait_before_sign_in(
+    failures: int, window_start: datetime, now: datetime, kind: str
+) -> int | None:
+    """None if a sign-in may be tried now, else the seconds to wait (the window's rest)."""
+    if now - window_start >= FAILURE_WINDOW or failures < MAX_FAILURES[kind]:
+        return None
+    return max(1, int((window_start + FAILURE_WINDOW - now).total_seconds()))

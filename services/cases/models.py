@@ -96,6 +96,36 @@ class User(Base):
     email: Mapped[str] = mapped_column(String(254))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[created_at]
+    # Signing in to the web pages: a scrypt hash (None until the user sets a password), and a
+    # number that every session carries: bumping it (deactivation, a new password) ends them.
+    password_hash: Mapped[str | None] = mapped_column(String(255), default=None)
+    session_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    language: Mapped[str | None] = mapped_column(String(8), default=None)  # None: the browser's
+
+
+class SignInLink(Base):
+    """A one-time, expiring link to set a password (an invitation or a reset): only its hash is
+    kept; the link itself is shown once to whoever made it."""
+
+    __tablename__ = "sign_in_links"
+
+    id: Mapped[uuid_pk]
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    purpose: Mapped[str] = mapped_column(String(16))  # invite, reset
+    created_at: Mapped[created_at]
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+
+class SignInFailure(Base):
+    """Failed sign-ins counted per key (an account or an address) in a fixed window."""
+
+    __tablename__ = "sign_in_failures"
+
+    key: Mapped[str] = mapped_column(String(300), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class Token(Base):

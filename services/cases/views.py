@@ -222,3 +222,12 @@ class Marked:
 @dataclass(frozen=True)
 class Status:
     status: str  # the probes: "ok" (alive), "ready" (the database answers)
+
+
+@dataclass(frozen=True)
+class SignInLinkView:
+    """A one-time link to set a password, shown once: open ``path`` on the cases web address."""
+
+    path: str
+    purpose: str  # invite (no password yet) or reset
+    expires_at: datetime

@@ -95,9 +95,11 @@ from services.cases.handlers.people import (
 from services.cases.handlers.replies import (
     reply_to_message,
 )
+from services.cases.handlers.sign_in import make_link as make_sign_in_link
 from services.cases.views import Page
 
 __all__ = [
+    "make_sign_in_link",
     "Page",
     "act_on_messages",
     "add_note",

@@ -164,7 +164,7 @@ def whoami(store: ServiceStore, actor: Actor) -> MeView:
         )
 
 
-def _load_user(session: Session, actor: Actor, user_id: str) -> User:
+def load_user(session: Session, actor: Actor, user_id: str) -> User:
     user = session.get(User, user_id)
     if user is None or user.org != actor.org:
         raise NotFound("user")
@@ -185,7 +185,7 @@ def list_users(store: ServiceStore, actor: Actor, partner_id: str | None = None)
 
 def get_user(store: ServiceStore, actor: Actor, user_id: str) -> UserView:
     with store.unit_of_work() as uow:
-        return _user_view(uow.session, _load_user(uow.session, actor, user_id))
+        return _user_view(uow.session, load_user(uow.session, actor, user_id))
 
 
 def create_user(store: ServiceStore, actor: Actor, values: dict[str, Any]) -> UserView:
@@ -229,7 +229,7 @@ def update_user(
 ) -> UserView:
     with store.unit_of_work() as uow:
         session = uow.session
-        user = _load_user(session, actor, user_id)
+        user = load_user(session, actor, user_id)
         role = changes.get("role", user.role)
         if user.id == actor.user_id and set(changes) <= {"name"}:
             pass  # everyone may rename themselves
@@ -242,6 +242,8 @@ def update_user(
             raise Conflict("CANNOT_CHANGE_SELF", "You cannot deactivate or demote yourself.")
         if role != user.role:
             _check_role_partner(session, actor, role, user.partner_id)
+        if changes.get("active") is False and user.active:
+            user.session_epoch += 1  # a deactivated user's web sessions end at once
         for key in ("name", "role", "active"):
             if key in changes:
                 setattr(user, key, changes[key])
@@ -250,7 +252,7 @@ def update_user(
 
 
 def _load_managed_user(session: Session, actor: Actor, user_id: str) -> User:
-    user = _load_user(session, actor, user_id)
+    user = load_user(session, actor, user_id)
     if user.id != actor.user_id and not can_manage_user(actor, user.partner_id, user.role):
         raise Forbidden("Your role cannot manage this user's tokens.")
     return user
