@@ -30,6 +30,8 @@ ENVIRONMENT = {
     "UPARTNERS_OPS_PORT": "port of a process's /healthz, /readyz, /metrics (unset: no such port)",
     "UPARTNERS_WEB_WORKERS": "gunicorn worker processes per web process (default: CPU count)",
     "UPARTNERS_WEB_THREADS": "threads per gunicorn worker (default 8)",
+    "UPARTNERS_SESSION_SECRET": "key signing web session cookies (unset: one kept in the data dir)",
+    "UPARTNERS_SECURE_COOKIES": "true when served over TLS: cookies sent over HTTPS only",
 }
 
 
@@ -52,6 +54,8 @@ class Settings:
     ops_port: int | None = None
     web_workers: int = field(default_factory=lambda: os.cpu_count() or 2)
     web_threads: int = 8
+    session_secret: str | None = None
+    secure_cookies: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -80,6 +84,8 @@ class Settings:
             ops_port=int(port) if (port := get("UPARTNERS_OPS_PORT")) else None,
             web_workers=int(get("UPARTNERS_WEB_WORKERS") or defaults.web_workers),
             web_threads=int(get("UPARTNERS_WEB_THREADS") or defaults.web_threads),
+            session_secret=get("UPARTNERS_SESSION_SECRET"),
+            secure_cookies=(get("UPARTNERS_SECURE_COOKIES") or "false").lower() in ("1", "true"),
         )
 
     def __post_init__(self) -> None:
@@ -94,7 +100,7 @@ class Settings:
         return self.broker_url is None
 
     def __repr__(self) -> str:
-        # URLs may carry passwords: never print them whole.
+        # URLs may carry passwords, and the session secret is one: never print them whole.
         return (
             f"Settings(database={_redact(self.database_url)}, broker={_redact(self.broker_url)}, "
             f"namespace={self.namespace!r}, data_dir={str(self.data_dir)!r})"

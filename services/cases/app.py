@@ -6,6 +6,7 @@ from flask import Flask
 
 from services.cases import api
 from services.cases.models import open_store
+from services.cases.ui import pages
 from shared.http import BodyLimitedRequest, instrument, register_error_handlers
 from shared.settings import Settings
 from shared.uow import ServiceStore
@@ -24,4 +25,5 @@ def create_app(settings: Settings | None = None, store: ServiceStore | None = No
     register_error_handlers(app)
     instrument(app, "cases")
     api.register(app)
+    pages.register(app)  # the partner web UI at /
     return app

@@ -1,0 +1,79 @@
+"""The pages' languages: English, Portuguese (Brazil), Spanish, French and Arabic (right to left).
+
+The catalogues are the ``.po`` files under ``translations/``, read into memory when the app is
+made (no compiled ``.mo`` files to build or ship). A page is in the signed-in user's language,
+else the best the browser asks for, else English. Dates and numbers are formatted with Babel in
+that language and the org's timezone.
+"""
+
+from __future__ import annotations
+
+import io
+from datetime import datetime
+from pathlib import Path
+
+from babel.dates import format_datetime
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+from babel.support import NullTranslations, Translations
+
+LANGUAGES = ("en", "pt_BR", "es", "fr", "ar")
+NAMES = {
+    "en": "English",
+    "pt_BR": "Português (Brasil)",
+    "es": "Español",
+    "fr": "Français",
+    "ar": "العربية",
+}
+RIGHT_TO_LEFT = {"ar"}
+FOLDER = Path(__file__).parent / "translations"
+
+
+def load_catalogues(folder: Path = FOLDER) -> dict[str, NullTranslations]:
+    """Every language's translations, from its ``.po`` file (English is the source)."""
+    catalogues: dict[str, NullTranslations] = {"en": NullTranslations()}
+    for language in LANGUAGES[1:]:
+        with (folder / language / "LC_MESSAGES" / "messages.po").open("rb") as po:
+            catalogue = read_po(po, locale=language)
+        compiled = io.BytesIO()
+        write_mo(compiled, catalogue)
+        compiled.seek(0)
+        catalogues[language] = Translations(compiled)
+    return catalogues
+
+
+def choose(user_language: str | None, accept_language: str | None) -> str:
+    """The user's language if they chose one, else the browser's best, else English. A browser
+    asking for "pt" or "pt-PT" gets Portuguese (Brazil): the nearest we have."""
+    if user_language in LANGUAGES:
+        return user_language  # type: ignore[return-value]
+    wanted = []
+    for position, part in enumerate((accept_language or "").split(",")):
+        tag, _, quality = part.strip().partition(";q=")
+        try:
+            weight = float(quality) if quality else 1.0
+        except ValueError:
+            continue
+        if tag and weight > 0:
+            wanted.append((-weight, position, tag.replace("-", "_").lower()))
+    by_tag = {language.lower(): language for language in LANGUAGES}
+    by_language = {language.split("_")[0]: language for language in reversed(LANGUAGES)}
+    for _, _, tag in sorted(wanted):
+        if tag in by_tag:
+            return by_tag[tag]
+        if tag.split("_")[0] in by_language:
+            return by_language[tag.split("_")[0]]
+    return "en"
+
+
+def direction(language: str) -> str:
+    return "rtl" if language in RIGHT_TO_LEFT else "ltr"
+
+
+def html_lang(language: str) -> str:
+    return language.replace("_", "-")
+
+
+def when(moment: datetime, language: str, timezone: str) -> str:
+    """A time as people of that language write it, in the org's timezone."""
+    return format_datetime(moment, format="short", tzinfo=timezone, locale=language)
