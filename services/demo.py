@@ -37,6 +37,7 @@ ORG_NAME = "Demo helpline"
 ADMIN_EMAIL = "admin@demo.example"
 ADMIN_NAME = "Demo administrator"
 PARTNER = {"name": "Counsellors", "description": "Answers the demo's messages."}
+AGENT = {"name": "Demo agent", "email": "agent@demo.example", "role": "agent"}
 LABELS: tuple[dict[str, Any], ...] = (
     {
         "name": "Needs help",
@@ -84,6 +85,17 @@ def seed(
     assert admin is not None  # the token bootstrap just created
     partner = cases.create_partner(stores["cases"], admin, {**PARTNER, "labels": []})
     show("PARTNER", partner.id, f"the partner {PARTNER['name']!r}, to assign cases to")
+    agent = cases.create_user(stores["cases"], admin, {**AGENT, "partner": partner.id})
+    for who, user_id, email in (
+        ("ADMIN", admin.user_id, ADMIN_EMAIL),
+        ("AGENT", agent.id, AGENT["email"]),
+    ):
+        link = cases.make_sign_in_link(stores["cases"], admin, user_id)
+        show(
+            f"{who}_SIGN_IN",
+            f"/set-password/{link.token}",
+            f"open it on this server: {email} chooses a password (once, within 3 days)",
+        )
     for label in LABELS:
         cases.create_label(stores["cases"], admin, label)
     if engine_url is not None:

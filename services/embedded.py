@@ -165,12 +165,14 @@ def _wait_until_handled(bus: EmbeddedBus, settings: Settings) -> None:
 
 
 def _one_site(ingest_app, cases_app):
-    """One HTTP server for both web services: /api/ is the cases API, the rest is ingest's
-    (webhooks, /healthz, /readyz)."""
+    """One HTTP server for both web services, split as the compose proxy splits them: the flow
+    engine's /webhooks/ go to ingest (and its /healthz, /readyz), everything else (the pages at
+    /, the API at /api/) to cases."""
 
     def application(environ, start_response):
-        app = cases_app if environ.get("PATH_INFO", "").startswith("/api/") else ingest_app
-        return app(environ, start_response)
+        path = environ.get("PATH_INFO", "")
+        to_ingest = path.startswith("/webhooks/") or path in ("/healthz", "/readyz")
+        return (ingest_app if to_ingest else cases_app)(environ, start_response)
 
     return application
 

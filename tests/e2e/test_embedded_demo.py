@@ -146,7 +146,9 @@ def test_the_readme_demo_from_webhook_to_closed_case_across_a_restart(tmp_path):
     demo = Demo(tmp_path)
     with demo.running() as output:
         values = exported(output)
-        assert set(values) == {"SECRET", "TOKEN", "PARTNER"}, output
+        assert set(values) == {"SECRET", "TOKEN", "PARTNER", "ADMIN_SIGN_IN", "AGENT_SIGN_IN"}
+        sign_in_page = requests.get(f"{demo.site}{values['AGENT_SIGN_IN']}", timeout=10)
+        assert sign_in_page.status_code == 200 and "Demo agent" in sign_in_page.text
         newcomer = Newcomer(demo, values)
         assert newcomer.in_bot()
 

@@ -427,6 +427,8 @@ def check_proxy(compose: Compose, conf_text: str | None = None, root: Path = ROO
                 problems.append(f"proxy: {' '.join(args)} resolves {host} only once, at start")
     routes = {
         "/api/v1/cases": ("cases", CASES_MAX_BODY),
+        "/": ("cases", CASES_MAX_BODY),
+        "/inbox": ("cases", CASES_MAX_BODY),
         "/webhooks/demo/flow": ("ingest", None),
     }
     for uri, (wanted, limit) in routes.items():
@@ -715,8 +717,8 @@ def test_the_proxy_check_finds_a_broken_config(compose, edit):
 def test_a_metrics_route_in_front_of_the_deny_is_found(compose):
     """nginx picks an exact location before any regex: this one would publish /metrics."""
     conf = real_conf().replace(
-        "location /api/ {",
-        "location = /metrics { proxy_pass http://ingest:8000; }\n    location /api/ {",
+        "location /webhooks/ {",
+        "location = /metrics { proxy_pass http://ingest:8000; }\n    location /webhooks/ {",
     )
     problems = check_proxy(compose, conf)
     assert "proxy: /metrics is public" in problems

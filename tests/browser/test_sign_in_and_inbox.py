@@ -1,0 +1,94 @@
+"""The first pages in a real browser: an invited agent sets a password and lands in the inbox;
+an agent signs in on a phone in Arabic (right to left). Screenshots of each, and the privacy scan
+of the API tests over every rendered page."""
+
+from __future__ import annotations
+
+import re
+
+from shared.logs import URN_SCHEMES
+from tests.cases_helpers import CONTACT_NAME, PHONE
+
+PASSWORD = "a long enough secret"
+PHONE_LIKE = re.compile(r"\+?\d[\d\s().-]{6,}\d")
+URN = re.compile(r"\b(?:" + "|".join(URN_SCHEMES) + r"):")
+
+
+def identifying(html: str) -> list[str]:
+    # What a person reads, element by element: a number never runs on across two elements
+    # (a contact reference ending in a digit, then a date, is not a phone number).
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " | ", html))
+    text = re.sub(r"\d{4}-\d{2}-\d{2}T[\d:.+-]+", " ", text)  # machine-readable times
+    return PHONE_LIKE.findall(text) + URN.findall(text) + re.findall(CONTACT_NAME, text)
+
+
+def seed(world):
+    label = world.label("Needs help")
+    partner = world.partner("Counsellors", restricted=True, labels=(label,))
+    agent = world.user(partner, name="Amani")
+    world.message([label], text="Please help me, I am scared.", fields={"phone": PHONE})
+    world.message([label], text="Sigo esperando una respuesta")
+    world.message([world.label("Other")], text="another partner's message")
+    link = world.ok(world.post(world.admin, f"/api/v1/users/{agent.id}/sign-in-link", {}), 201)
+    email = world.ok(world.get(world.admin, f"/api/v1/users/{agent.id}"))["email"]
+    return link["path"], email
+
+
+def test_an_invited_agent_sets_a_password_and_reads_the_inbox(site, chromium, shots):
+    world, base = site
+    link, _ = seed(world)
+    page = chromium.new_page(viewport={"width": 1280, "height": 800}, locale="en")
+    page.goto(base + link)
+    page.get_by_label("New password").fill(PASSWORD)
+    page.get_by_label("The same again").fill(PASSWORD)
+    page.screenshot(path=shots / "set-password.png", full_page=True)
+    page.get_by_role("button", name="Save and sign in").click()
+    page.wait_for_url(base + "/inbox")
+    assert page.get_by_role("heading", name=re.compile("Inbox")).is_visible()
+    assert page.get_by_text("Please help me, I am scared.").is_visible()
+    assert page.get_by_text("another partner's message").count() == 0
+    assert identifying(page.content()) == []
+    page.screenshot(path=shots / "inbox.png", full_page=True)
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url(re.compile(r"/sign-in"))
+    page.close()
+
+
+def test_signing_in_on_a_phone_in_arabic(site, chromium, shots):
+    world, base = site
+    link, email = seed(world)
+    setup = chromium.new_page()
+    setup.goto(base + link)
+    setup.locator("#password").fill(PASSWORD)
+    setup.locator("#confirm").fill(PASSWORD)
+    setup.locator("button[type=submit]").click()
+    setup.wait_for_url(base + "/inbox")
+    setup.close()
+
+    context = chromium.new_context(
+        viewport={"width": 360, "height": 740}, locale="ar", device_scale_factor=2
+    )
+    page = context.new_page()
+    page.goto(base + "/inbox")
+    page.wait_for_url(re.compile(r"/sign-in"))
+    assert page.locator("html").get_attribute("dir") == "rtl"
+    page.get_by_label("البريد الإلكتروني").fill(email)
+    page.get_by_label("كلمة المرور").fill("not the password")
+    page.get_by_role("button", name="تسجيل الدخول").click()
+    assert page.get_by_role("alert").is_visible()
+    page.screenshot(path=shots / "sign-in-ar-phone.png", full_page=True)
+    page.get_by_label("كلمة المرور").fill(PASSWORD)
+    page.get_by_role("button", name="تسجيل الدخول").click()
+    page.wait_for_url(base + "/inbox")
+    assert page.get_by_role("heading", name=re.compile("صندوق الوارد")).is_visible()
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 360, "nothing wider than the phone"
+    assert identifying(page.content()) == []
+    page.screenshot(path=shots / "inbox-ar-phone.png", full_page=True)
+    context.close()
+
+
+def test_the_scan_finds_what_it_looks_for():
+    assert identifying(f"<p>call {PHONE}</p>") and identifying("<li>whatsapp:5511</li>")
+    assert identifying(f"<span>{CONTACT_NAME}</span>")
+    assert identifying("<span>C-T723Q354</span><time>11/21/26, 10:03</time>") == []
