@@ -32,6 +32,7 @@ ENVIRONMENT = {
     "UPARTNERS_WEB_THREADS": "threads per gunicorn worker (default 8)",
     "UPARTNERS_SESSION_SECRET": "key signing web session cookies (unset: one kept in the data dir)",
     "UPARTNERS_SECURE_COOKIES": "true when served over TLS: cookies sent over HTTPS only",
+    "UPARTNERS_PROXIES": "reverse proxies in front that set X-Forwarded-For (default 0)",
 }
 
 
@@ -56,6 +57,7 @@ class Settings:
     web_threads: int = 8
     session_secret: str | None = None
     secure_cookies: bool = False
+    proxies: int = 0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -86,6 +88,7 @@ class Settings:
             web_threads=int(get("UPARTNERS_WEB_THREADS") or defaults.web_threads),
             session_secret=get("UPARTNERS_SESSION_SECRET"),
             secure_cookies=(get("UPARTNERS_SECURE_COOKIES") or "false").lower() in ("1", "true"),
+            proxies=int(get("UPARTNERS_PROXIES") or defaults.proxies),
         )
 
     def __post_init__(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from services.cases import api
 from services.cases.models import open_store
@@ -26,4 +27,9 @@ def create_app(settings: Settings | None = None, store: ServiceStore | None = No
     instrument(app, "cases")
     api.register(app)
     pages.register(app)  # the partner web UI at /
+    if settings.proxies:
+        # Behind the compose proxy every request comes from nginx: take the client's address
+        # from X-Forwarded-For (as many hops as there are trusted proxies), so that sign-in
+        # limits count people, not the proxy.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxies)  # type: ignore[method-assign]
     return app

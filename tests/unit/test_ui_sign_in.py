@@ -178,3 +178,30 @@ def test_only_administrators_and_the_partners_managers_make_links(world, helplin
     assert world.post(agent, f"/api/v1/users/{manager.id}/sign-in-link", {}).status_code == 403
     refused = world.post(manager, f"/api/v1/users/{other_agent.id}/sign-in-link", {})
     assert refused.status_code == 404  # another partner's user does not exist for them
+
+
+def test_behind_a_trusted_proxy_limits_count_the_client_not_the_proxy(settings, helpline, world):
+    """With UPARTNERS_PROXIES=1 the address is X-Forwarded-For's: one client's failures do not
+    lock out the others behind the same proxy."""
+    from services.cases.app import create_app
+
+    set_password(world, browser(world), helpline["agent"])
+    proxied = create_app(settings.with_(proxies=1), world.store).test_client()
+    email = email_of(world, helpline["agent"])
+    for number in range(30):
+        token = csrf(proxied)
+        answer = proxied.post(
+            "/sign-in",
+            data={"csrf_token": token, "email": f"x{number}@x.example", "password": "wrong"},
+            headers={"X-Forwarded-For": "203.0.113.9"},
+            environ_base={"REMOTE_ADDR": "10.0.0.2"},
+        )
+        assert answer.status_code == 401
+    token = csrf(proxied)
+    other_client = proxied.post(
+        "/sign-in",
+        data={"csrf_token": token, "email": email, "password": PASSWORD},
+        headers={"X-Forwarded-For": "198.51.100.4"},
+        environ_base={"REMOTE_ADDR": "10.0.0.2"},
+    )
+    assert other_client.status_code == 302
