@@ -6,6 +6,7 @@ per consumed event, each in the module of its capability:
 - ``inbox``: folders, counts, message actions and locks; ``replies``: answering a contact;
 - ``cases``: opening, working and closing a case; ``case_reads``: case lists and timelines;
 - ``notifications``: watchers and what they are told;
+- ``sign_in``: the web pages' sign-in (one-time links, passwords, limits, sessions' users);
 - ``consumers``: the events other services send (messages, labels, flowbridge's reports).
 
 Below them: ``rows`` and ``contacts`` (loading rows many capabilities share), ``cache`` (what a
