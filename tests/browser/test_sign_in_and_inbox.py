@@ -49,6 +49,19 @@ def test_an_invited_agent_sets_a_password_and_reads_the_inbox(site, chromium, sh
     assert page.get_by_text("another partner's message").count() == 0
     assert identifying(page.content()) == []
     page.screenshot(path=shots / "inbox.png", full_page=True)
+    first = page.locator("li.message").filter(has_text="Please help me, I am scared.")
+    first.get_by_role("button", name="Flag").click()
+    assert page.locator("li.message.flagged").count() == 1
+    first = page.locator("li.message").filter(has_text="Please help me, I am scared.")
+    first.get_by_text("Reply", exact=True).click()
+    first.get_by_label("Your reply").fill("We are here. You are safe to talk.")
+    first.screenshot(path=shots / "reply.png")
+    first.get_by_role("button", name="Send").click()
+    assert page.get_by_role("status").is_visible()  # "Reply queued..."
+    assert page.get_by_text("Please help me, I am scared.").count() == 0  # archived
+    page.get_by_role("link", name=re.compile("Sent")).click()
+    assert page.get_by_text("We are here. You are safe to talk.").is_visible()
+    assert identifying(page.content()) == []
     page.get_by_role("button", name="Sign out").click()
     page.wait_for_url(re.compile(r"/sign-in"))
     page.close()

@@ -4,23 +4,40 @@ a page can show or do nothing the API would refuse that user."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from flask import (
     Blueprint,
     Flask,
+    abort,
     current_app,
+    flash,
     g,
     redirect,
     render_template,
     request,
     url_for,
 )
+from marshmallow import ValidationError
+from werkzeug.exceptions import NotFound as NoSuchPage
 
-from services.cases.domain import CasesError, Invalid, TooManyAttempts
-from services.cases.handlers import inbox, org, sign_in
+from services.cases.domain import (
+    CasesError,
+    Conflict,
+    Forbidden,
+    Invalid,
+    InvalidCursor,
+    NotFound,
+    TooManyAttempts,
+)
+from services.cases.handlers import inbox, labels, org, replies, sign_in
+from services.cases.schemas import MessageQuery
 from services.cases.ui import i18n, session
+from shared.http import error_response, unexpected_error
 from shared.uow import ServiceStore
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint(
     "ui",
@@ -44,6 +61,8 @@ def register(app: Flask) -> None:
         newstyle=True,
     )
     app.register_blueprint(bp)
+    app.register_error_handler(NoSuchPage, _page_not_found)
+    app.register_error_handler(Exception, _page_failed)
 
 
 def _translations():
@@ -60,12 +79,17 @@ def _store() -> ServiceStore:
     return current_app.extensions["upartners.store"]
 
 
-@bp.before_request
-def _prepare():
+def _prepare_language() -> None:
     signed_in = session.current(_store())
     g.language = i18n.choose(
         signed_in.language if signed_in else None, request.headers.get("Accept-Language")
     )
+
+
+@bp.before_request
+def _prepare():
+    _prepare_language()
+    signed_in = g.signed_in
     if not session.csrf_ok():
         return _page("error.html", 403, title=_("This form has expired"), reason="csrf")
     if signed_in is None and request.endpoint not in OPEN_PAGES:
@@ -168,18 +192,132 @@ def set_password(token: str):
 
 
 # --- the inbox ----------------------------------------------------------------------------------
-@bp.get("/inbox")
-def inbox_page():
+FOLDERS = ("inbox", "flagged", "archived", "unlabelled", "sent")
+
+
+def folder_names() -> dict[str, str]:
+    return {
+        "inbox": _("Inbox"),
+        "flagged": _("Flagged"),
+        "archived": _("Archived"),
+        "unlabelled": _("Unlabelled"),
+        "sent": _("Sent"),
+    }
+
+
+@bp.get("/inbox", defaults={"folder": "inbox"})
+@bp.get("/inbox/<folder>")
+def inbox_page(folder: str):
     actor = g.signed_in.actor
-    try:
-        page = inbox.list_messages(_store(), actor, folder="inbox", limit=50)
-        counts = inbox.message_counts(_store(), actor)
-        timezone = org.get_org(_store(), actor).timezone
-    except CasesError:
+    if folder not in FOLDERS or (folder == "unlabelled" and not actor.is_admin):
         return _page("error.html", 404, title=_("Not found"), reason="missing")
+    try:
+        query = MessageQuery().load(
+            {k: v for k, v in request.args.items() if k in ("q", "label", "cursor") and v}
+        )
+    except ValidationError:
+        query = {}
+    store = _store()
+    try:
+        page = inbox.list_messages(
+            store,
+            actor,
+            folder=folder,
+            text=query.get("q"),
+            label=query.get("label"),
+            cursor=query.get("cursor"),
+            limit=50,
+        )
+    except (CasesError, InvalidCursor):
+        return redirect(url_for("ui.inbox_page", folder=folder))
+    counts = inbox.message_counts(store, actor)
+    timezone = org.get_org(store, actor).timezone
+    names = folder_names()
     return _page(
         "inbox.html",
+        folder=folder,
+        folder_title=names[folder],
+        folder_count=counts.folders.get(folder, 0),
+        folders=[
+            (name, title, counts.folders[name])
+            for name, title in names.items()
+            if name in counts.folders
+        ],
+        labels=labels.list_labels(store, actor),
         messages=page.items,
-        count=counts.folders.get("inbox", 0),
+        next_cursor=page.next_cursor,
+        query=query,
+        here=request.full_path.rstrip("?"),
         when=lambda moment: i18n.when(moment, g.language, timezone),
     )
+
+
+ACTIONS = ("flag", "unflag", "archive", "restore", "label", "unlabel")
+
+
+@bp.post("/messages/<message_id>/act")
+def act_on_message(message_id: str):
+    action = request.form.get("action", "")
+    if action not in ACTIONS:
+        return _page("error.html", 400, title=_("Not found"), reason="missing")
+    label = request.form.get("label") or None
+    _do(
+        lambda: inbox.act_on_messages(_store(), g.signed_in.actor, [message_id[:64]], action, label)
+    )
+    return redirect(_safe_next(request.form.get("back")))
+
+
+@bp.post("/messages/<message_id>/reply")
+def reply_to_message(message_id: str):
+    text = request.form.get("text", "").strip()
+    if not text:
+        flash(_("Write the reply first."), "error")
+    elif _do(
+        lambda: replies.reply_to_message(_store(), g.signed_in.actor, message_id[:64], text[:4096])
+    ):
+        flash(_("Reply queued: the flow engine sends it to the contact."), "done")
+    return redirect(_safe_next(request.form.get("back")))
+
+
+def _do(command) -> bool:
+    """Run a command of the service layer for a page: what went wrong becomes a message on the
+    next page (a 404 for what the user may not see), never a stack trace."""
+    try:
+        command()
+    except NotFound:
+        abort(404)
+    except (Conflict, Invalid, Forbidden) as exc:
+        flash(_problem(exc), "error")
+        return False
+    return True
+
+
+def _problem(exc: CasesError) -> str:
+    code = getattr(exc, "code", "")
+    if code == "MESSAGE_LOCKED":
+        return _("Someone else is working on this message.")
+    if code == "MESSAGE_IN_CASE":
+        return _("This message belongs to an open case.")
+    return _("That could not be done.")
+
+
+# --- error pages --------------------------------------------------------------------------------
+def _is_page(path: str) -> bool:
+    """The API, the webhooks and the probes answer JSON errors; everything else is a page."""
+    probes = ("/healthz", "/readyz", "/metrics")
+    return not path.startswith(("/api/", "/webhooks/")) and path not in probes
+
+
+def _page_not_found(exc: NoSuchPage):
+    if not _is_page(request.path):
+        return error_response(404, "NOT_FOUND", exc.description or "Not found.")
+    _prepare_language()
+    return _page("error.html", 404, title=_("Not found"), reason="missing")
+
+
+def _page_failed(exc: Exception):
+    if not _is_page(request.path):
+        return unexpected_error(exc)
+    log.exception("a page failed")
+    _prepare_language()
+    return _page("error.html", 500, title=_("Something went wrong on our side"), reason="failed")
