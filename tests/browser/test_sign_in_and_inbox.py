@@ -105,3 +105,42 @@ def test_the_scan_finds_what_it_looks_for():
     assert identifying(f"<p>call {PHONE}</p>") and identifying("<li>whatsapp:5511</li>")
     assert identifying(f"<span>{CONTACT_NAME}</span>")
     assert identifying("<span>C-T723Q354</span><time>11/21/26, 10:03</time>") == []
+
+
+def test_an_agent_opens_a_case_works_it_and_closes_it(site, chromium, shots):
+    world, base = site
+    link, email = seed(world)
+    for language, viewport, suffix in (("en", (1280, 900), ""), ("ar", (360, 740), "-ar-phone")):
+        context = chromium.new_context(
+            viewport={"width": viewport[0], "height": viewport[1]}, locale=language
+        )
+        page = context.new_page()
+        if language == "en":
+            page.goto(base + link)
+            page.locator("#password").fill(PASSWORD)
+            page.locator("#confirm").fill(PASSWORD)
+            page.locator("button[type=submit]").click()
+        else:
+            page.goto(base + "/sign-in")
+            page.locator("#email").fill(email)
+            page.locator("#password").fill(PASSWORD)
+            page.locator("button[type=submit]").click()
+        page.wait_for_url(re.compile(r"/inbox"))
+        message = page.locator("li.message").first
+        message.locator("details").first.locator("summary").click()
+        message.locator("input[name=summary]").fill("Bullied at school")
+        message.locator("textarea[name=reply]").fill("We are here.")
+        message.locator("form[action$=open-case] button[type=submit]").click()
+        page.wait_for_url(re.compile(r"/cases/"))
+        page.locator("details").first.locator("summary").click()
+        page.locator("#note").fill("Talked to the school counsellor.")
+        page.locator("form[action$='/note'] button[type=submit]").click()
+        assert page.get_by_text("Talked to the school counsellor.").is_visible()
+        assert page.evaluate("document.documentElement.scrollWidth") <= viewport[0]
+        assert identifying(page.content()) == []
+        page.screenshot(path=shots / f"case{suffix}.png", full_page=True)
+        page.locator("details").nth(1).locator("summary").click()
+        page.locator("#final").fill("Referred to a counsellor.")
+        page.locator("form[action$='/close'] button[type=submit]").click()
+        assert page.locator(".state-closed").is_visible()
+        context.close()

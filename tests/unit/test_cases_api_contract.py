@@ -18,7 +18,7 @@ IGNORED_METHODS = {"HEAD", "OPTIONS"}
 def url_map_operations(app) -> set[tuple[str, str]]:
     found = set()
     for rule in app.url_map.iter_rules():
-        if rule.endpoint == "static" or rule.endpoint.startswith("ui."):
+        if rule.endpoint == "static" or rule.endpoint.startswith(("ui.", "ui_")):
             continue  # the web pages are not the API
         path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
         found |= {(method.lower(), path) for method in rule.methods - IGNORED_METHODS}

@@ -31,7 +31,7 @@ from services.cases.domain import (
     NotFound,
     TooManyAttempts,
 )
-from services.cases.handlers import inbox, labels, org, replies, sign_in
+from services.cases.handlers import inbox, labels, org, people, replies, sign_in
 from services.cases.schemas import MessageQuery
 from services.cases.ui import i18n, session
 from shared.http import error_response, unexpected_error
@@ -46,7 +46,7 @@ bp = Blueprint(
     static_folder="static",
     static_url_path="/assets",
 )
-OPEN_PAGES = {"ui.sign_in", "ui.set_password", "ui.static"}
+OPEN_PAGES = {"ui.sign_in", "ui.set_password", "ui.static"}  # the rest need a signed-in user
 
 
 def register(app: Flask) -> None:
@@ -65,6 +65,13 @@ def register(app: Flask) -> None:
     app.register_error_handler(Exception, _page_failed)
 
 
+def protect(blueprint: Blueprint) -> None:
+    """What every page of a blueprint gets: the language, sign-in required (but for the open
+    pages), CSRF on state-changing requests, and private-page headers."""
+    blueprint.before_request(_prepare)
+    blueprint.after_request(_private)
+
+
 def _translations():
     return current_app.extensions["upartners.catalogues"][g.get("language", "en")]
 
@@ -75,29 +82,27 @@ def _(text: str, **values: Any) -> str:
     return translated % values if values else translated
 
 
-def _store() -> ServiceStore:
+def store() -> ServiceStore:
     return current_app.extensions["upartners.store"]
 
 
 def _prepare_language() -> None:
-    signed_in = session.current(_store())
+    signed_in = session.current(store())
     g.language = i18n.choose(
         signed_in.language if signed_in else None, request.headers.get("Accept-Language")
     )
 
 
-@bp.before_request
 def _prepare():
     _prepare_language()
     signed_in = g.signed_in
     if not session.csrf_ok():
-        return _page("error.html", 403, title=_("This form has expired"), reason="csrf")
+        return page("error.html", 403, title=_("This form has expired"), reason="csrf")
     if signed_in is None and request.endpoint not in OPEN_PAGES:
         return redirect(url_for("ui.sign_in", next=request.full_path.rstrip("?")))
     return None
 
 
-@bp.after_request
 def _private(response):
     response.headers.setdefault("Cache-Control", "no-store")  # pages show one user's view
     response.headers.setdefault("X-Frame-Options", "DENY")
@@ -105,6 +110,9 @@ def _private(response):
     if request.endpoint == "ui.set_password":
         response.headers["Referrer-Policy"] = "no-referrer"  # the link's token is in the path
     return response
+
+
+protect(bp)
 
 
 @bp.app_context_processor
@@ -119,7 +127,7 @@ def _page_globals() -> dict[str, Any]:
     }
 
 
-def _page(template: str, status: int = 200, **values: Any):
+def page(template: str, status: int = 200, **values: Any):
     return render_template(template, **values), status
 
 
@@ -137,22 +145,22 @@ def sign_in_page():
         email = request.form.get("email", "")[:254]
         password = request.form.get("password", "")[:500]
         try:
-            signed_in = sign_in.sign_in(_store(), email, password, request.remote_addr or "")
+            signed_in = sign_in.sign_in(store(), email, password, request.remote_addr or "")
         except TooManyAttempts as exc:
             minutes = max(1, round(exc.retry_after / 60))
             error = _(
                 "Too many failed attempts. Try again in %(minutes)s minutes.", minutes=minutes
             )
-            return _page("sign_in.html", 429, email=email, error=error)
+            return page("sign_in.html", 429, email=email, error=error)
         if signed_in is None:
             error = _("That email and password do not match an active account.")
-            return _page("sign_in.html", 401, email=email, error=error)
+            return page("sign_in.html", 401, email=email, error=error)
         session.begin(signed_in)
-        return redirect(_safe_next(request.args.get("next")))
-    return _page("sign_in.html", email=email, error=error)
+        return redirect(safe_next(request.args.get("next")))
+    return page("sign_in.html", email=email, error=error)
 
 
-def _safe_next(target: str | None) -> str:
+def safe_next(target: str | None) -> str:
     """Only a path of this site: never another host (no open redirect)."""
     if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
         return target
@@ -167,9 +175,9 @@ def sign_out():
 
 @bp.route("/set-password/<token>", methods=["GET", "POST"])
 def set_password(token: str):
-    holder = sign_in.link_holder(_store(), token[:100])
+    holder = sign_in.link_holder(store(), token[:100])
     if holder is None:
-        return _page("error.html", 404, title=_("This link is no longer valid"), reason="link")
+        return page("error.html", 404, title=_("This link is no longer valid"), reason="link")
     name, email = holder
     error = None
     if request.method == "POST":
@@ -178,17 +186,17 @@ def set_password(token: str):
             error = _("The two passwords differ.")
         else:
             try:
-                signed_in = sign_in.set_password(_store(), token[:100], password)
+                signed_in = sign_in.set_password(store(), token[:100], password)
             except Invalid as exc:
                 error = _(exc.fields["password"][0])
             else:
                 if signed_in is not None:
                     session.begin(signed_in)
                     return redirect(url_for("ui.inbox_page"))
-                return _page(
+                return page(
                     "error.html", 404, title=_("This link is no longer valid"), reason="link"
                 )
-    return _page("set_password.html", 400 if error else 200, name=name, email=email, error=error)
+    return page("set_password.html", 400 if error else 200, name=name, email=email, error=error)
 
 
 # --- the inbox ----------------------------------------------------------------------------------
@@ -210,17 +218,17 @@ def folder_names() -> dict[str, str]:
 def inbox_page(folder: str):
     actor = g.signed_in.actor
     if folder not in FOLDERS or (folder == "unlabelled" and not actor.is_admin):
-        return _page("error.html", 404, title=_("Not found"), reason="missing")
+        return page("error.html", 404, title=_("Not found"), reason="missing")
     try:
         query = MessageQuery().load(
             {k: v for k, v in request.args.items() if k in ("q", "label", "cursor") and v}
         )
     except ValidationError:
         query = {}
-    store = _store()
+    db = store()
     try:
-        page = inbox.list_messages(
-            store,
+        listing = inbox.list_messages(
+            db,
             actor,
             folder=folder,
             text=query.get("q"),
@@ -230,10 +238,10 @@ def inbox_page(folder: str):
         )
     except (CasesError, InvalidCursor):
         return redirect(url_for("ui.inbox_page", folder=folder))
-    counts = inbox.message_counts(store, actor)
-    timezone = org.get_org(store, actor).timezone
+    counts = inbox.message_counts(db, actor)
+    timezone = org.get_org(db, actor).timezone
     names = folder_names()
-    return _page(
+    return page(
         "inbox.html",
         folder=folder,
         folder_title=names[folder],
@@ -243,9 +251,10 @@ def inbox_page(folder: str):
             for name, title in names.items()
             if name in counts.folders
         ],
-        labels=labels.list_labels(store, actor),
-        messages=page.items,
-        next_cursor=page.next_cursor,
+        labels=labels.list_labels(db, actor),
+        partners=people.list_partners(db, actor),
+        messages=listing.items,
+        next_cursor=listing.next_cursor,
         query=query,
         here=request.full_path.rstrip("?"),
         when=lambda moment: i18n.when(moment, g.language, timezone),
@@ -259,12 +268,10 @@ ACTIONS = ("flag", "unflag", "archive", "restore", "label", "unlabel")
 def act_on_message(message_id: str):
     action = request.form.get("action", "")
     if action not in ACTIONS:
-        return _page("error.html", 400, title=_("Not found"), reason="missing")
+        return page("error.html", 400, title=_("Not found"), reason="missing")
     label = request.form.get("label") or None
-    _do(
-        lambda: inbox.act_on_messages(_store(), g.signed_in.actor, [message_id[:64]], action, label)
-    )
-    return redirect(_safe_next(request.form.get("back")))
+    do(lambda: inbox.act_on_messages(store(), g.signed_in.actor, [message_id[:64]], action, label))
+    return redirect(safe_next(request.form.get("back")))
 
 
 @bp.post("/messages/<message_id>/reply")
@@ -272,14 +279,14 @@ def reply_to_message(message_id: str):
     text = request.form.get("text", "").strip()
     if not text:
         flash(_("Write the reply first."), "error")
-    elif _do(
-        lambda: replies.reply_to_message(_store(), g.signed_in.actor, message_id[:64], text[:4096])
+    elif do(
+        lambda: replies.reply_to_message(store(), g.signed_in.actor, message_id[:64], text[:4096])
     ):
         flash(_("Reply queued: the flow engine sends it to the contact."), "done")
-    return redirect(_safe_next(request.form.get("back")))
+    return redirect(safe_next(request.form.get("back")))
 
 
-def _do(command) -> bool:
+def do(command) -> bool:
     """Run a command of the service layer for a page: what went wrong becomes a message on the
     next page (a 404 for what the user may not see), never a stack trace."""
     try:
@@ -312,7 +319,7 @@ def _page_not_found(exc: NoSuchPage):
     if not _is_page(request.path):
         return error_response(404, "NOT_FOUND", exc.description or "Not found.")
     _prepare_language()
-    return _page("error.html", 404, title=_("Not found"), reason="missing")
+    return page("error.html", 404, title=_("Not found"), reason="missing")
 
 
 def _page_failed(exc: Exception):
@@ -320,4 +327,4 @@ def _page_failed(exc: Exception):
         return unexpected_error(exc)
     log.exception("a page failed")
     _prepare_language()
-    return _page("error.html", 500, title=_("Something went wrong on our side"), reason="failed")
+    return page("error.html", 500, title=_("Something went wrong on our side"), reason="failed")

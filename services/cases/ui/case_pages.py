@@ -1,0 +1,130 @@
+"""The case pages: the list of open or closed cases, opening a case from a message, and a case's
+page (its timeline, oldest first, and what its workers do: reply, note, close, reopen, watch).
+Like every page, they call the same service layer as the API with the signed-in user."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from flask import Blueprint, Flask, abort, flash, g, redirect, request, url_for
+
+from services.cases.domain import InvalidCursor
+from services.cases.handlers import case_reads, cases, org, people
+from services.cases.ui import i18n
+from services.cases.ui.pages import _, do, page, protect, safe_next, store
+from shared.db import utcnow
+
+bp = Blueprint("ui_cases", __name__)
+protect(bp)  # signed-in users only, CSRF, private headers: as every page
+
+
+def register(app: Flask) -> None:
+    app.register_blueprint(bp)
+
+
+def _when():
+    timezone = org.get_org(store(), g.signed_in.actor).timezone
+    return lambda moment: i18n.when(moment, g.language, timezone)
+
+
+@bp.get("/cases")
+def case_list():
+    state = request.args.get("state", "open")
+    if state not in ("open", "closed"):
+        state = "open"
+    try:
+        listing = case_reads.list_cases(
+            store(), g.signed_in.actor, state=state, cursor=request.args.get("cursor") or None
+        )
+    except InvalidCursor:
+        return redirect(url_for("ui_cases.case_list", state=state))
+    return page(
+        "cases.html",
+        state=state,
+        cases=listing.items,
+        next_cursor=listing.next_cursor,
+        when=_when(),
+    )
+
+
+@bp.post("/messages/<message_id>/open-case")
+def open_case(message_id: str):
+    summary = request.form.get("summary", "").strip()[:1000]
+    partner = request.form.get("partner", "")[:64]
+    reply = request.form.get("reply", "").strip()[:4096] or None
+    if not summary or not partner:
+        flash(_("Give the case a summary and a partner."), "error")
+        return redirect(safe_next(request.form.get("back")))
+    opened: list = []
+    if do(
+        lambda: opened.append(
+            cases.open_case(
+                store(),
+                g.signed_in.actor,
+                summary=summary,
+                partner=partner,
+                message=message_id[:64],
+                reply=reply,
+            )
+        )
+    ):
+        case, _created = opened[0]
+        return redirect(url_for("ui_cases.case_page", case_id=case.id))
+    return redirect(safe_next(request.form.get("back")))
+
+
+@bp.get("/cases/<case_id>")
+def case_page(case_id: str):
+    actor = g.signed_in.actor
+    shown: list = []
+    do(lambda: shown.append(case_reads.get_case(store(), actor, case_id[:64])))
+    if not shown:
+        abort(404)
+    case = shown[0]
+    try:
+        timeline = case_reads.case_timeline(
+            store(), actor, case.id, cursor=request.args.get("cursor") or None, limit=200
+        )
+    except InvalidCursor:
+        return redirect(url_for("ui_cases.case_page", case_id=case.id))
+    return page(
+        "case.html",
+        case=case,
+        entries=timeline.items,
+        next_cursor=timeline.next_cursor,
+        open_days=_days(case.reopened_on or case.opened_on),
+        partners=people.list_partners(store(), actor),
+        when=_when(),
+    )
+
+
+def _days(since: datetime) -> int:
+    return max(0, (utcnow() - since).days)
+
+
+@bp.post("/cases/<case_id>/<command>")
+def act_on_case(case_id: str, command: str):
+    actor, text = g.signed_in.actor, request.form.get("text", "").strip()
+    case_id = case_id[:64]
+    commands = {
+        "reply": lambda: cases.reply_in_case(store(), actor, case_id, text[:4096]),
+        "note": lambda: cases.add_note(store(), actor, case_id, text[:10000]),
+        "close": lambda: cases.close_case(store(), actor, case_id, text[:10000]),
+        "reopen": lambda: cases.reopen_case(store(), actor, case_id, text[:10000] or None),
+        "watch": lambda: cases.watch_case(store(), actor, case_id, True),
+        "unwatch": lambda: cases.watch_case(store(), actor, case_id, False),
+    }
+    if command not in commands:
+        abort(404)
+    if command in ("reply", "note", "close") and not text:
+        flash(_("Write something first."), "error")
+    elif do(commands[command]):
+        done = {
+            "reply": _("Reply queued: the flow engine sends it to the contact."),
+            "note": _("Note added."),
+            "close": _("Case closed."),
+            "reopen": _("Case reopened."),
+        }
+        if command in done:
+            flash(done[command], "done")
+    return redirect(url_for("ui_cases.case_page", case_id=case_id))

@@ -1,0 +1,92 @@
+"""The case pages: opening a case from the inbox, its page and timeline, reply, note, close,
+reopen and watch, and what a partner may not see (embedded default, Flask's test client)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from shared import events as ev
+from tests.unit.test_ui_sign_in import browser, csrf, set_password
+
+
+@pytest.fixture
+def desk(world):
+    label = world.label("violence")
+    partner = world.partner("Helpline", restricted=True, labels=(label,))
+    agent = world.user(partner, name="Ana")
+    client = browser(world)
+    set_password(world, client, agent)
+    message = world.message([label], text="preciso de ajuda")
+    return client, {"label": label, "partner": partner, "message": message, "agent": agent}
+
+
+def open_case(client, ids, **extra):
+    token = csrf(client, "/inbox")
+    form = {"csrf_token": token, "summary": "Bullied at school", "partner": ids["partner"]}
+    return client.post(f"/messages/{ids['message']}/open-case", data=form | extra)
+
+
+def case_id_of(response) -> str:
+    return re.search(r"/cases/([0-9a-f-]{36})$", response.headers["Location"]).group(1)
+
+
+def test_opening_a_case_from_the_inbox_and_working_it(world, desk):
+    client, ids = desk
+    opened = open_case(client, ids, reply="Estamos aqui.")
+    assert opened.status_code == 302
+    case_id = case_id_of(opened)
+    page = client.get(f"/cases/{case_id}").get_data(as_text=True)
+    assert "Bullied at school" in page and "preciso de ajuda" in page and "Estamos aqui." in page
+    assert "Opened the case" in page and "Open for 0 days." in page
+    assert len(world.events(ev.CASE_OPENED)) == 1
+    token = csrf(client, f"/cases/{case_id}")
+    for command, text in (("note", "seen by the team"), ("reply", "Como posso ajudar?")):
+        answer = client.post(
+            f"/cases/{case_id}/{command}", data={"csrf_token": token, "text": text}
+        )
+        assert answer.status_code == 302
+    page = client.get(f"/cases/{case_id}").get_data(as_text=True)
+    assert "seen by the team" in page and "Como posso ajudar?" in page and "Note added." in page
+    assert "Bullied at school" in client.get("/cases").get_data(as_text=True)
+    closed = client.post(f"/cases/{case_id}/close", data={"csrf_token": token, "text": "done"})
+    assert closed.status_code == 302 and len(world.events(ev.CASE_CLOSED)) == 1
+    assert "Bullied at school" in client.get("/cases?state=closed").get_data(as_text=True)
+    assert "Bullied at school" not in client.get("/cases").get_data(as_text=True)
+    client.post(f"/cases/{case_id}/reopen", data={"csrf_token": token})
+    assert len(world.events(ev.CASE_REOPENED)) == 1
+    client.post(f"/cases/{case_id}/unwatch", data={"csrf_token": token})
+    assert ">Watch<" in client.get(f"/cases/{case_id}").get_data(as_text=True)
+
+
+def test_closing_needs_a_final_note_and_commands_need_the_csrf_token(world, desk):
+    client, ids = desk
+    case_id = case_id_of(open_case(client, ids))
+    token = csrf(client, f"/cases/{case_id}")
+    client.post(f"/cases/{case_id}/close", data={"csrf_token": token, "text": " "})
+    assert "Write something first." in client.get(f"/cases/{case_id}").get_data(as_text=True)
+    assert client.post(f"/cases/{case_id}/close", data={"text": "x"}).status_code == 403
+    assert world.events(ev.CASE_CLOSED) == []
+    assert client.post(f"/cases/{case_id}/explode", data={"csrf_token": token}).status_code == 404
+
+
+def test_another_partners_case_is_not_found(world, desk):
+    client, ids = desk
+    other_label = world.label("other")
+    other_partner = world.partner("Other", restricted=True, labels=(other_label,))
+    theirs = world.open_case(world.admin, world.message([other_label]), other_partner)
+    assert client.get(f"/cases/{theirs['id']}").status_code == 404
+    token = csrf(client, "/inbox")
+    refused = client.post(f"/cases/{theirs['id']}/note", data={"csrf_token": token, "text": "x"})
+    assert refused.status_code == 404
+    assert world.events(ev.CASE_NOTE_ADDED) == []
+    assert "needs a human" not in client.get("/cases").get_data(as_text=True)
+
+
+def test_a_message_already_in_a_case_links_to_it(world, desk):
+    client, ids = desk
+    case_id = case_id_of(open_case(client, ids))
+    client.post(f"/cases/{case_id}/reopen", data={"csrf_token": csrf(client, f"/cases/{case_id}")})
+    archived = client.get("/inbox/archived").get_data(as_text=True)
+    assert f"/cases/{case_id}" in archived and "In a case" in archived
