@@ -144,3 +144,26 @@ def test_an_agent_opens_a_case_works_it_and_closes_it(site, chromium, shots):
         page.locator("form[action$='/close'] button[type=submit]").click()
         assert page.locator(".state-closed").is_visible()
         context.close()
+
+
+def test_notifications_and_profile_on_a_phone_in_arabic(site, chromium, shots):
+    world, base = site
+    link, _ = seed(world)
+    context = chromium.new_context(viewport={"width": 360, "height": 740}, locale="ar")
+    page = context.new_page()
+    page.goto(base + link)
+    page.locator("#password").fill(PASSWORD)
+    page.locator("#confirm").fill(PASSWORD)
+    page.locator("button[type=submit]").click()
+    page.wait_for_url(base + "/inbox")
+    for path, name in (("/notifications", "notifications"), ("/profile", "profile")):
+        page.goto(base + path)
+        assert page.locator("html").get_attribute("dir") == "rtl"
+        assert page.evaluate("document.documentElement.scrollWidth") <= 360
+        assert identifying(page.content()) == []
+        page.screenshot(path=shots / f"{name}-ar-phone.png", full_page=True)
+    page.locator("#language").select_option("fr")
+    page.locator("form:has(#language) button[type=submit]").click()
+    assert page.locator("html").get_attribute("lang") == "fr"
+    assert page.get_by_role("status").inner_text() == "Enregistré."
+    context.close()

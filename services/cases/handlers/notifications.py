@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import delete, exists, select
+from sqlalchemy import delete, exists, func, select
 from sqlalchemy.orm import Session
 
 from services.cases.domain import (
@@ -170,3 +170,20 @@ def mark_all_notifications_read(store: ServiceStore, actor: Actor) -> int:
             row.read_at = now
         uow.commit()
         return len(rows)
+
+
+def unread_count(store: ServiceStore, actor: Actor, *, cap: int = 99) -> int:
+    """How many of the reader's notifications are unread (counted up to ``cap``: the top bar
+    shows "99+" beyond it, and the count stays cheap)."""
+    with store.unit_of_work() as uow:
+        unread = (
+            select(Notification.id)
+            .where(
+                Notification.user_id == actor.user_id,
+                Notification.read_at.is_(None),
+                _notification_visibility(actor),
+            )
+            .limit(cap + 1)
+            .subquery()
+        )
+        return uow.session.scalar(select(func.count()).select_from(unread)) or 0

@@ -168,3 +168,28 @@ def session_user(store: ServiceStore, user_id: str, epoch: int) -> SignedIn | No
         if user is None or not user.active or user.session_epoch != epoch:
             return None
         return SignedIn(actors_of(session, [user])[user.id], user.session_epoch, user.language)
+
+
+def set_language(store: ServiceStore, actor: Actor, language: str | None) -> None:
+    """The language of the user's pages; None: the browser's."""
+    with store.unit_of_work() as uow:
+        user = uow.session.get(User, actor.user_id)
+        assert user is not None
+        user.language = language
+        uow.commit()
+
+
+def change_password(store: ServiceStore, actor: Actor, current: str, new: str) -> SignedIn | None:
+    """A new password for a signed-in user who knows the current one; None if they do not.
+    Ends their other sessions (the caller starts a new one with the answer)."""
+    if problem := password_problem(new):
+        raise Invalid({"password": [PASSWORD_PROBLEMS[problem]]})
+    with store.unit_of_work() as uow:
+        session = uow.session
+        user = session.get(User, actor.user_id)
+        if user is None or not auth.password_matches(current, user.password_hash):
+            return None
+        user.password_hash = auth.hash_password(new)
+        user.session_epoch += 1
+        uow.commit()
+        return SignedIn(actors_of(session, [user])[user.id], user.session_epoch, user.language)
