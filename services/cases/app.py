@@ -7,7 +7,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from services.cases import api
 from services.cases.models import open_store
-from services.cases.ui import case_pages, pages, people_pages
+from services.cases.ui import admin_pages, case_pages, pages, people_pages
 from shared.http import BodyLimitedRequest, instrument, register_error_handlers
 from shared.settings import Settings
 from shared.uow import ServiceStore
@@ -29,9 +29,12 @@ def create_app(settings: Settings | None = None, store: ServiceStore | None = No
     pages.register(app)  # the partner web UI at /
     case_pages.register(app)
     people_pages.register(app)
+    admin_pages.register(app)
     if settings.proxies:
         # Behind the compose proxy every request comes from nginx: take the client's address
         # from X-Forwarded-For (as many hops as there are trusted proxies), so that sign-in
         # limits count people, not the proxy.
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxies)  # type: ignore[method-assign]
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=settings.proxies, x_proto=settings.proxies
+        )
     return app

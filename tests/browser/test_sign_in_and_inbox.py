@@ -167,3 +167,36 @@ def test_notifications_and_profile_on_a_phone_in_arabic(site, chromium, shots):
     assert page.locator("html").get_attribute("lang") == "fr"
     assert page.get_by_role("status").inner_text() == "Enregistré."
     context.close()
+
+
+def test_an_administrator_invites_a_user(site, chromium, shots):
+    world, base = site
+    seed(world)
+    admin_link = world.ok(
+        world.post(world.admin, f"/api/v1/users/{world.admin.id}/sign-in-link", {}), 201
+    )["path"]
+    for language, width, suffix in (("en", 1280, ""), ("ar", 360, "-ar-phone")):
+        context = chromium.new_context(viewport={"width": width, "height": 800}, locale=language)
+        page = context.new_page()
+        if language == "en":
+            page.goto(base + admin_link)
+            page.locator("#password").fill(PASSWORD)
+            page.locator("#confirm").fill(PASSWORD)
+            page.locator("button[type=submit]").click()
+            page.wait_for_url(base + "/inbox")
+        else:
+            page.goto(base + "/sign-in")
+            page.locator("#email").fill("admin@unicef-br.example")
+            page.locator("#password").fill(PASSWORD)
+            page.locator("button[type=submit]").click()
+            page.wait_for_url(base + "/inbox")
+        page.goto(base + "/org/users")
+        page.locator("#name").fill("Nova" + suffix)
+        page.locator("#email").fill(f"nova{suffix}@helpline.example")
+        page.locator("form:has(#role) button[type=submit]").click()
+        link = page.locator("input[readonly]").input_value()
+        assert "/set-password/" in link
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+        assert identifying(page.content()) == []
+        page.screenshot(path=shots / f"org-users{suffix}.png", full_page=True)
+        context.close()

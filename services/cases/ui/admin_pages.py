@@ -1,0 +1,127 @@
+"""The organization's people, for administrators and partners' managers: the users (invite one
+with a one-time sign-in link, make a new link, deactivate, activate) and, for administrators,
+the partners. Forms are loaded with the API's own schemas, so a page accepts exactly what
+``/api/v1`` would."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Flask, abort, flash, g, redirect, request, url_for
+from marshmallow import ValidationError
+
+from services.cases.domain import ADMINISTRATOR, MANAGER, ROLES
+from services.cases.handlers import labels, people, sign_in
+from services.cases.schemas import PartnerSchema, UserSchema
+from services.cases.ui.pages import _, do, page, protect, store
+
+bp = Blueprint("ui_admin", __name__, url_prefix="/org")
+protect(bp)  # signed-in users only, CSRF, private headers: as every page
+
+
+def register(app: Flask) -> None:
+    app.register_blueprint(bp)
+
+
+@bp.before_request
+def _managers_only():
+    if g.get("signed_in") and g.signed_in.actor.role not in (ADMINISTRATOR, MANAGER):
+        abort(404)  # agents have no organization pages
+
+
+def _role_names() -> dict[str, str]:
+    return {"administrator": _("Administrator"), "manager": _("Manager"), "agent": _("Agent")}
+
+
+@bp.route("/users", methods=["GET", "POST"])
+def users():
+    actor = g.signed_in.actor
+    error, link = None, None
+    if request.method == "POST":
+        try:
+            values = UserSchema().load(
+                {
+                    "name": request.form.get("name", "").strip(),
+                    "email": request.form.get("email", "").strip(),
+                    "role": request.form.get("role", ""),
+                    "partner": request.form.get("partner") or None,
+                }
+            )
+        except ValidationError:
+            error = _("Give a name, a valid email and a role.")
+        else:
+            made: list = []
+            if do(lambda: made.append(people.create_user(store(), actor, values))):
+                link = _link_for(made[0].id, made[0].name)
+    return _users_page(error, link)
+
+
+@bp.post("/users/<user_id>/<command>")
+def user_command(user_id: str, command: str):
+    actor, user_id = g.signed_in.actor, user_id[:64]
+    if command == "link":
+        shown: list = []
+        if do(lambda: shown.append(people.get_user(store(), actor, user_id))):
+            return _users_page(None, _link_for(user_id, shown[0].name))
+    elif command in ("deactivate", "activate"):
+        change = {"active": command == "activate"}
+        if do(lambda: people.update_user(store(), actor, user_id, change)):
+            flash(_("Saved."), "done")
+    else:
+        abort(404)
+    return redirect(url_for("ui_admin.users"))
+
+
+def _link_for(user_id: str, name: str) -> dict[str, str] | None:
+    made: list = []
+    if not do(lambda: made.append(sign_in.make_link(store(), g.signed_in.actor, user_id))):
+        return None
+    return {"name": name, "url": request.host_url.rstrip("/") + f"/set-password/{made[0].token}"}
+
+
+def _users_page(error: str | None, link: dict[str, str] | None):
+    actor = g.signed_in.actor
+    roles = ROLES if actor.role == ADMINISTRATOR else ("manager", "agent")
+    return page(
+        "org_users.html",
+        400 if error else 200,
+        users=people.list_users(store(), actor),
+        partners=[
+            p
+            for p in people.list_partners(store(), actor)
+            if actor.role == ADMINISTRATOR or p.id == actor.partner_id
+        ],
+        roles=[(role, _role_names()[role]) for role in roles],
+        role_names=_role_names(),
+        error=error,
+        link=link,
+    )
+
+
+@bp.route("/partners", methods=["GET", "POST"])
+def partners():
+    actor = g.signed_in.actor
+    if actor.role != ADMINISTRATOR:
+        abort(404)
+    error = None
+    if request.method == "POST":
+        try:
+            values = PartnerSchema().load(
+                {
+                    "name": request.form.get("name", "").strip(),
+                    "description": request.form.get("description", "").strip(),
+                    "restricted": request.form.get("restricted") == "on",
+                    "labels": request.form.getlist("labels"),
+                }
+            )
+        except ValidationError:
+            error = _("Give the partner a name.")
+        else:
+            if do(lambda: people.create_partner(store(), actor, values)):
+                flash(_("Saved."), "done")
+                return redirect(url_for("ui_admin.partners"))
+    return page(
+        "org_partners.html",
+        400 if error else 200,
+        partners=people.list_partners(store(), actor),
+        labels=labels.list_labels(store(), actor),
+        error=error,
+    )
