@@ -199,4 +199,8 @@ def test_an_administrator_invites_a_user(site, chromium, shots):
         assert page.evaluate("document.documentElement.scrollWidth") <= width
         assert identifying(page.content()) == []
         page.screenshot(path=shots / f"org-users{suffix}.png", full_page=True)
+        for tab in ("labels", "properties"):
+            page.goto(f"{base}/org/{tab}")
+            assert page.evaluate("document.documentElement.scrollWidth") <= width
+            page.screenshot(path=shots / f"org-{tab}{suffix}.png", full_page=True)
         context.close()

@@ -84,3 +84,74 @@ def test_partners_page_and_who_sees_the_organization_pages(world):
     assert manager_client.get("/org/users").status_code == 200
     assert manager_client.get("/org/partners").status_code == 404
     assert "Organization" not in agent_client.get("/inbox").text
+
+
+def with_catalog(world):
+    from shared import events as ev
+    from tests.cases_helpers import at, flowbridge_event
+
+    world.deliver(
+        flowbridge_event(
+            ev.CATALOG_SYNCED,
+            groups=[
+                {"uuid": "g-bot", "name": "Bot"},
+                {"uuid": "g-smart", "name": "Teens", "smart": True},
+            ],
+            flows=[{"uuid": "f-1", "name": "Activate chat"}],
+            synced_on=at(0).isoformat(),
+        )
+    )
+
+
+def test_labels_bound_to_a_group_a_step_or_keywords_and_a_bad_rule(world):
+    from shared import events as ev
+
+    with_catalog(world)
+    client = admin_browser(world)
+    token = csrf(client, "/org/labels")
+    page = client.get("/org/labels").text
+    assert "Bot" in page and "Activate chat" in page
+    by_group = client.post(
+        "/org/labels",
+        data={"csrf_token": token, "name": "Bot talk", "description": "d", "group": "g-bot"},
+    )
+    assert by_group.status_code == 302
+    by_step = client.post(
+        "/org/labels",
+        data={"csrf_token": token, "name": "Poll", "flow": "f-1", "node": "n-42", "keywords": ""},
+    )
+    assert by_step.status_code == 302
+    created = {e.data["name"]: e.data["rule"] for e in world.events(ev.LABEL_CREATED)}
+    assert created["Bot talk"] == [{"type": "groups", "quantifier": "any", "groups": ["g-bot"]}]
+    assert created["Poll"] == [{"type": "step", "steps": [{"flow": "f-1", "node": "n-42"}]}]
+    bad = client.post(
+        "/org/labels",
+        data={"csrf_token": token, "name": "Bad", "advanced": '[{"type": "moon"}]'},
+    )
+    assert bad.status_code == 400 and "The rule is not valid" in bad.text
+    assert "Bad" not in {e.data["name"] for e in world.events(ev.LABEL_CREATED)}
+
+
+def test_properties_pick_suspend_groups_and_the_follow_up_flow(world):
+    from shared import events as ev
+
+    with_catalog(world)
+    client = admin_browser(world)
+    token = csrf(client, "/org/properties")
+    page = client.get("/org/properties").text
+    assert "/webhooks/unicef-br/flow" in page and "Teens" not in page  # no smart groups
+    saved = client.post(
+        "/org/properties",
+        data={
+            "csrf_token": token,
+            "suspend_groups": ["g-bot"],
+            "followup_flow": "f-1",
+            "timezone": "Africa/Maputo",
+            "warning_days": "7",
+        },
+    )
+    assert saved.status_code == 302
+    [update] = world.events(ev.ORG_UPDATED)[-1:]
+    assert update.data["suspend_groups"] == ["g-bot"] and update.data["followup_flow"] == "f-1"
+    bad = client.post("/org/properties", data={"csrf_token": token, "timezone": "Mars/Olympus"})
+    assert bad.status_code == 400 and "timezone" in bad.text
