@@ -204,3 +204,37 @@ def test_an_administrator_invites_a_user(site, chromium, shots):
             assert page.evaluate("document.documentElement.scrollWidth") <= width
             page.screenshot(path=shots / f"org-{tab}{suffix}.png", full_page=True)
         context.close()
+
+
+def test_new_messages_show_without_a_reload(site, chromium, shots):
+    """Within 15 s: the contact's next message in an open case's timeline, and a banner over the
+    inbox; what the agent was typing stays."""
+    world, base = site
+    link, _ = seed(world)
+    contact = "5d2a0000-0000-4000-8000-00000000beef"
+    label = world.ok(world.get(world.admin, "/api/v1/labels"))["items"][0]["id"]
+    first = world.message([label], text="Are you there?", contact=contact)
+    page = chromium.new_page(viewport={"width": 1024, "height": 800}, locale="en")
+    page.goto(base + link)
+    page.locator("#password").fill(PASSWORD)
+    page.locator("#confirm").fill(PASSWORD)
+    page.locator("button[type=submit]").click()
+    page.wait_for_url(base + "/inbox")
+    partner = world.ok(world.get(world.admin, "/api/v1/partners"))["items"][0]["id"]
+    case = world.open_case(world.admin, first, partner)
+
+    page.goto(f"{base}/cases/{case['id']}")
+    page.locator("#reply").fill("I am typing a long answer")
+    world.message([], text="Please answer me", contact=contact)
+    page.get_by_text("Please answer me").wait_for(timeout=15000)
+    assert page.locator("#reply").input_value() == "I am typing a long answer"
+    assert page.url == f"{base}/cases/{case['id']}"  # no reload
+
+    page.goto(base + "/inbox")
+    world.message([label], text="Someone new writes")
+    banner = page.get_by_role("status").filter(has_text="1 new message")
+    banner.wait_for(timeout=15000)
+    page.screenshot(path=shots / "inbox-new-messages.png")
+    banner.get_by_role("link").click()
+    assert page.get_by_text("Someone new writes").is_visible()
+    page.close()

@@ -90,3 +90,17 @@ def test_a_message_already_in_a_case_links_to_it(world, desk):
     client.post(f"/cases/{case_id}/reopen", data={"csrf_token": csrf(client, f"/cases/{case_id}")})
     archived = client.get("/inbox/archived").get_data(as_text=True)
     assert f"/cases/{case_id}" in archived and "In a case" in archived
+
+
+def test_the_case_page_fetches_its_entries_again(world, desk):
+    client, ids = desk
+    contact = "5d2a0000-0000-4000-8000-00000000cafe"
+    ids = ids | {"message": world.message([ids["label"]], text="first words", contact=contact)}
+    case_id = case_id_of(open_case(client, ids))
+    before = client.get(f"/cases/{case_id}/entries").get_data(as_text=True)
+    assert "first words" in before and "<html" not in before
+    world.message([], text="and then these", contact=contact)  # the contact writes again
+    after = client.get(f"/cases/{case_id}/entries").get_data(as_text=True)
+    assert "and then these" in after
+    token = csrf(client, "/inbox")
+    assert token and client.get("/cases/no-such-case/entries").status_code == 404

@@ -3,6 +3,9 @@ page answers when something is wrong (embedded default, Flask's test client)."""
 
 from __future__ import annotations
 
+import re
+from urllib.parse import quote
+
 import pytest
 
 from tests.unit.test_ui_sign_in import browser, csrf, set_password
@@ -97,3 +100,15 @@ def test_an_action_that_is_not_one_changes_nothing(agent_browser):
     assert act(client, ids["mine"], "explode").status_code == 400
     assert "preciso de ajuda" not in client.get("/inbox/flagged").get_data(as_text=True)
     assert "preciso de ajuda" in client.get("/inbox").get_data(as_text=True)
+
+
+def test_the_inbox_asks_what_is_new_since_its_newest_message(world, agent_browser):
+    client, ids = agent_browser
+    page = client.get("/inbox").get_data(as_text=True)
+    after = quote(re.search(r'data-after="([^"]+)"', page).group(1))
+    assert client.get(f"/live/inbox/inbox?after={after}").json == {"new": 0, "label": ""}
+    world.message([ids["label"]], text="outra mensagem")
+    news = client.get(f"/live/inbox/inbox?after={after}").json
+    assert news == {"new": 1, "label": "1 new message"}
+    assert client.get("/live/inbox/inbox?after=yesterday").status_code == 404
+    assert client.get("/live/inbox/sent?after=" + after).status_code == 404

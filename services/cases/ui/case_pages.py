@@ -98,6 +98,18 @@ def case_page(case_id: str):
     )
 
 
+@bp.get("/cases/<case_id>/entries")
+def case_entries(case_id: str):
+    """The timeline's entries alone: what the case page asks for every few seconds, to show the
+    contact's new messages and what others did without a reload (live.js)."""
+    actor = g.signed_in.actor
+    shown: list = []
+    do(lambda: shown.append(case_reads.case_timeline(store(), actor, case_id[:64], limit=200)))
+    if not shown:
+        abort(404)
+    return page("case_entries.html", entries=shown[0].items, when=_when())
+
+
 def _days(since: datetime) -> int:
     return max(0, (utcnow() - since).days)
 

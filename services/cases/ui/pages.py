@@ -5,6 +5,7 @@ a page can show or do nothing the API would refuse that user."""
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any
 
 from flask import (
@@ -14,6 +15,7 @@ from flask import (
     current_app,
     flash,
     g,
+    jsonify,
     redirect,
     render_template,
     request,
@@ -34,6 +36,7 @@ from services.cases.domain import (
 from services.cases.handlers import inbox, labels, org, people, replies, sign_in
 from services.cases.schemas import MessageQuery
 from services.cases.ui import i18n, session
+from shared.db import utcnow
 from shared.http import error_response, unexpected_error
 from shared.uow import ServiceStore
 
@@ -74,6 +77,10 @@ def protect(blueprint: Blueprint) -> None:
 
 def _translations():
     return current_app.extensions["upartners.catalogues"][g.get("language", "en")]
+
+
+def ngettext(one: str, many: str, count: int) -> str:
+    return _translations().ngettext(one, many, count) % {"num": count}
 
 
 def _(text: str, **values: Any) -> str:
@@ -255,10 +262,30 @@ def inbox_page(folder: str):
         partners=people.list_partners(db, actor),
         messages=listing.items,
         next_cursor=listing.next_cursor,
+        newest=max((m.received_at for m in listing.items if folder != "sent"), default=utcnow()),
         query=query,
         here=request.full_path.rstrip("?"),
         when=lambda moment: i18n.when(moment, g.language, timezone),
     )
+
+
+@bp.get("/live/inbox/<folder>")
+def new_in_folder(folder: str):
+    """How many messages arrived in a folder after the newest the page shows (live.js asks every
+    few seconds and shows a banner; the page itself, its selection and scroll stay)."""
+    actor = g.signed_in.actor
+    if folder not in FOLDERS or folder == "sent":
+        abort(404)
+    try:
+        after = datetime.fromisoformat(request.args.get("after", ""))
+    except ValueError:
+        abort(404)
+    if after.tzinfo is None:
+        abort(404)
+    listing = inbox.list_messages(store(), actor, folder=folder, after=after, limit=100)
+    count = len(listing.items)
+    label = ngettext("%(num)d new message", "%(num)d new messages", count) if count else ""
+    return jsonify({"new": count, "label": label})
 
 
 ACTIONS = ("flag", "unflag", "archive", "restore", "label", "unlabel")

@@ -1,0 +1,46 @@
+// U-Partners' live updates, the product's only script: every few seconds the inbox asks how many
+// messages arrived since the newest it shows (and shows a banner), and a case's page fetches its
+// timeline's entries again (and swaps them in when they changed). Nothing else on the page moves:
+// what the user typed, selected or scrolled stays. Without JavaScript the pages work as they are.
+(function () {
+  "use strict";
+  var EVERY = 10000; // milliseconds
+
+  function poll(task) {
+    var busy = false;
+    setInterval(function () {
+      if (busy || document.hidden) return;
+      busy = true;
+      task().catch(function () {}).then(function () { busy = false; });
+    }, EVERY);
+  }
+
+  var banner = document.querySelector("[data-live-inbox]");
+  if (banner) {
+    poll(function () {
+      var url = banner.dataset.liveInbox + "?after=" + encodeURIComponent(banner.dataset.after);
+      return fetch(url, { credentials: "same-origin" })
+        .then(function (answer) { return answer.ok ? answer.json() : { new: 0 }; })
+        .then(function (news) {
+          if (news.new > 0) {
+            banner.querySelector("span").textContent = news.label;
+            banner.hidden = false;
+          }
+        });
+    });
+  }
+
+  var timeline = document.querySelector("[data-live-timeline]");
+  if (timeline) {
+    poll(function () {
+      return fetch(timeline.dataset.liveTimeline, { credentials: "same-origin" })
+        .then(function (answer) { return answer.ok ? answer.text() : null; })
+        .then(function (html) {
+          if (html === null) return;
+          var fresh = document.createElement("ol");
+          fresh.innerHTML = html;
+          if (fresh.innerHTML !== timeline.innerHTML) timeline.innerHTML = fresh.innerHTML;
+        });
+    });
+  }
+})();
