@@ -132,14 +132,14 @@ def test_an_agent_opens_a_case_works_it_and_closes_it(site, chromium, shots):
         message.locator("textarea[name=reply]").fill("We are here.")
         message.locator("form[action$=open-case] button[type=submit]").click()
         page.wait_for_url(re.compile(r"/cases/"))
-        page.locator("details").first.locator("summary").click()
+        page.locator("details:has(#note) summary").click()
         page.locator("#note").fill("Talked to the school counsellor.")
         page.locator("form[action$='/note'] button[type=submit]").click()
         assert page.get_by_text("Talked to the school counsellor.").is_visible()
         assert page.evaluate("document.documentElement.scrollWidth") <= viewport[0]
         assert identifying(page.content()) == []
         page.screenshot(path=shots / f"case{suffix}.png", full_page=True)
-        page.locator("details").nth(1).locator("summary").click()
+        page.locator("details:has(#final) summary").click()
         page.locator("#final").fill("Referred to a counsellor.")
         page.locator("form[action$='/close'] button[type=submit]").click()
         assert page.locator(".state-closed").is_visible()

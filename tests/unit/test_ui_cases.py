@@ -104,3 +104,25 @@ def test_the_case_page_fetches_its_entries_again(world, desk):
     assert "and then these" in after
     token = csrf(client, "/inbox")
     assert token and client.get("/cases/no-such-case/entries").status_code == 404
+
+
+def test_reassigning_and_relabelling_from_the_case_page(world, desk):
+    client, ids = desk
+    case_id = case_id_of(open_case(client, ids))
+    other = world.partner("Other")
+    extra = world.label("extra")
+    token = csrf(client, f"/cases/{case_id}")
+    labelled = client.post(
+        f"/cases/{case_id}/labels",
+        data={"csrf_token": token, "labels": [ids["label"]]},
+    )
+    assert labelled.status_code == 302
+    assert world.events(ev.CASE_LABELS_CHANGED) == []  # the same labels: nothing changed
+    moved = client.post(f"/cases/{case_id}/reassign", data={"csrf_token": token, "partner": other})
+    assert moved.status_code == 302
+    [event] = world.events(ev.CASE_REASSIGNED)
+    assert event.data["assignee_partner"]["id"] == other
+    # the helpline still reads it through its label, but may no longer change it
+    refused = client.post(f"/cases/{case_id}/labels", data={"csrf_token": token, "labels": [extra]})
+    assert refused.status_code == 302
+    assert "That could not be done." in client.get(f"/cases/{case_id}").get_data(as_text=True)

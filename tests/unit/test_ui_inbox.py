@@ -112,3 +112,25 @@ def test_the_inbox_asks_what_is_new_since_its_newest_message(world, agent_browse
     assert news == {"new": 1, "label": "1 new message"}
     assert client.get("/live/inbox/inbox?after=yesterday").status_code == 404
     assert client.get("/live/inbox/sent?after=" + after).status_code == 404
+
+
+def test_labelling_from_the_page_and_filtering_by_contact(world, agent_browser):
+    client, ids = agent_browser
+    second = world.label("second")
+    partner = world.ok(world.get(world.admin, "/api/v1/partners"))["items"][0]["id"]
+    change = {"labels": [ids["label"], second]}
+    world.ok(world.call(world.admin, "PATCH", f"/api/v1/partners/{partner}", change))
+    token = csrf(client, "/inbox")
+    added = client.post(
+        f"/messages/{ids['mine']}/act",
+        data={"csrf_token": token, "action": "label", "label": second, "back": "/inbox"},
+    )
+    assert added.status_code == 302
+    labels = world.ok(world.get(world.admin, f"/api/v1/messages/{ids['mine']}"))["labels"]
+    assert {label["name"] for label in labels} == {"violence", "second"}
+    page = client.get("/inbox").get_data(as_text=True)
+    ref = re.search(r"C-[0-9A-Z]{8}", page).group(0)
+    world.message([ids["label"]], text="from someone else")
+    only = client.get(f"/inbox?contact={ref}").get_data(as_text=True)
+    assert "preciso de ajuda" in only and "from someone else" not in only
+    assert f"Only the contact {ref}." in only

@@ -9,7 +9,7 @@ from datetime import datetime
 from flask import Blueprint, Flask, abort, flash, g, redirect, request, url_for
 
 from services.cases.domain import InvalidCursor
-from services.cases.handlers import case_reads, cases, org, people
+from services.cases.handlers import case_reads, cases, labels, org, people
 from services.cases.ui import i18n
 from services.cases.ui.pages import _, do, page, protect, safe_next, store
 from shared.db import utcnow
@@ -94,6 +94,8 @@ def case_page(case_id: str):
         next_cursor=timeline.next_cursor,
         open_days=_days(case.reopened_on or case.opened_on),
         partners=people.list_partners(store(), actor),
+        labels=labels.list_labels(store(), actor),
+        case_labels={label.id for label in case.labels},
         when=_when(),
     )
 
@@ -118,7 +120,13 @@ def _days(since: datetime) -> int:
 def act_on_case(case_id: str, command: str):
     actor, text = g.signed_in.actor, request.form.get("text", "").strip()
     case_id = case_id[:64]
+    partner, user = request.form.get("partner", "")[:64], request.form.get("user") or None
+    chosen_labels = [label[:64] for label in request.form.getlist("labels")][:100]
     commands = {
+        "reassign": lambda: cases.reassign_case(
+            store(), actor, case_id, partner=partner, user=user
+        ),
+        "labels": lambda: cases.set_case_labels(store(), actor, case_id, chosen_labels),
         "reply": lambda: cases.reply_in_case(store(), actor, case_id, text[:4096]),
         "note": lambda: cases.add_note(store(), actor, case_id, text[:10000]),
         "close": lambda: cases.close_case(store(), actor, case_id, text[:10000]),
@@ -132,6 +140,8 @@ def act_on_case(case_id: str, command: str):
         flash(_("Write something first."), "error")
     elif do(commands[command]):
         done = {
+            "reassign": _("Saved."),
+            "labels": _("Saved."),
             "reply": _("Reply queued: the flow engine sends it to the contact."),
             "note": _("Note added."),
             "close": _("Case closed."),

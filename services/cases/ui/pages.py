@@ -228,7 +228,11 @@ def inbox_page(folder: str):
         return page("error.html", 404, title=_("Not found"), reason="missing")
     try:
         query = MessageQuery().load(
-            {k: v for k, v in request.args.items() if k in ("q", "label", "cursor") and v}
+            {
+                k: v
+                for k, v in request.args.items()
+                if k in ("q", "label", "contact", "cursor") and v
+            }
         )
     except ValidationError:
         query = {}
@@ -240,6 +244,7 @@ def inbox_page(folder: str):
             folder=folder,
             text=query.get("q"),
             label=query.get("label"),
+            contact=query.get("contact"),
             cursor=query.get("cursor"),
             limit=50,
         )
