@@ -13,8 +13,10 @@ Target: p99 under 50 ms for inbox pages and timelines.
 from __future__ import annotations
 
 import argparse
+import gzip
 import os
 import random
+import re
 import statistics
 import sys
 import time
@@ -281,7 +283,9 @@ def main() -> None:
             f"seeded {args.messages:,} messages, {args.cases:,} cases, {PARTNERS} partners "
             f"in {time.perf_counter() - started:.1f} s"
         )
-        run(create_app(settings, store), agents, labels, cases, args.requests, rng)
+        app = create_app(settings.with_(data_dir=REPO / "var" / "bench"), store)
+        run(app, agents, labels, cases, args.requests, rng)
+        run_pages(app, store, admin, agents, cases, args.requests, rng)
     finally:
         if not args.keep:
             store.db.drop_schema()
@@ -351,6 +355,67 @@ def run(app, agents, labels, cases, requests, rng):
             f"{name:<38} {len(values):>6} {statistics.median(values):>8.1f} "
             f"{percentile(values, 0.99):>8.1f} {max(values):>8.1f}"
         )
+
+
+PASSWORD = "a bench password"
+
+
+def signed_in_client(app, store, admin, token):
+    """A browser of the agent holding ``token``: a password set through a one-time link, then
+    signed in through the sign-in page (CSRF and all)."""
+    from services.cases.handlers import sign_in
+
+    actor = handlers.authenticate(store, token)
+    link = sign_in.make_link(store, admin, actor.user_id)  # as their administrator would
+    client = app.test_client()
+    page = client.get(f"/set-password/{link.token}").get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    answer = client.post(
+        f"/set-password/{link.token}",
+        data={"csrf_token": csrf, "password": PASSWORD, "confirm": PASSWORD},
+    )
+    assert answer.status_code == 302, answer.status_code
+    return client
+
+
+def run_pages(app, store, admin, agents, cases, requests, rng):
+    """The web pages' server time (Flask's test client: no network), and what a first load of
+    the inbox transfers, compressed as a proxy with gzip would send it."""
+    browsers = {partner: signed_in_client(app, store, admin, token) for partner, token in agents}
+    scenarios: dict[str, list[float]] = {}
+
+    def page(client, url, name):
+        started = time.perf_counter()
+        answer = client.get(url)
+        scenarios.setdefault(name, []).append((time.perf_counter() - started) * 1000)
+        assert answer.status_code == 200, (url, answer.status_code)
+        return answer
+
+    for client in browsers.values():  # warm up
+        client.get("/inbox")
+    for _ in range(requests):
+        partner_id, _ = rng.choice(agents)
+        client = browsers[partner_id]
+        page(client, "/inbox", "page: inbox")
+        mine = [c for c in rng.sample(cases, 50) if c["partner_id"] == partner_id]
+        for case in mine[:1]:
+            page(client, f"/cases/{case['id']}", "page: a case")
+            page(client, f"/cases/{case['id']}/entries", "page: a case's live entries")
+    print(f"{'page':<38} {'n':>6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
+    for name, values in scenarios.items():
+        print(
+            f"{name:<38} {len(values):>6} {statistics.median(values):>8.1f} "
+            f"{percentile(values, 0.99):>8.1f} {max(values):>8.1f}"
+        )
+    client = next(iter(browsers.values()))
+    html = client.get("/inbox").get_data()
+    css = client.get("/assets/app.css").get_data()
+    js = client.get("/assets/live.js").get_data()
+    total = sum(len(gzip.compress(part)) for part in (html, css, js))
+    print(
+        f"first load of the inbox: {total / 1024:.1f} KB compressed (HTML {len(html) / 1024:.1f} KB"
+        f", CSS {len(css) / 1024:.1f} KB, JavaScript {len(js) / 1024:.1f} KB uncompressed)"
+    )
 
 
 if __name__ == "__main__":
