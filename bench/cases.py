@@ -19,6 +19,7 @@ import random
 import re
 import statistics
 import sys
+import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -283,7 +284,8 @@ def main() -> None:
             f"seeded {args.messages:,} messages, {args.cases:,} cases, {PARTNERS} partners "
             f"in {time.perf_counter() - started:.1f} s"
         )
-        app = create_app(settings.with_(data_dir=REPO / "var" / "bench"), store)
+        # the pages' session key goes to a folder of this run's own
+        app = create_app(settings.with_(data_dir=Path(tempfile.mkdtemp())), store)
         run(app, agents, labels, cases, args.requests, rng)
         run_pages(app, store, admin, agents, cases, args.requests, rng)
     finally:
