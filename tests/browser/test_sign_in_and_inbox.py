@@ -22,6 +22,23 @@ def identifying(html: str) -> list[str]:
     return PHONE_LIKE.findall(text) + URN.findall(text) + re.findall(CONTACT_NAME, text)
 
 
+def choose_password(page, url: str) -> None:
+    """Open a one-time link and choose the password: the user lands in the inbox."""
+    page.goto(url)
+    page.locator("#password").fill(PASSWORD)
+    page.locator("#confirm").fill(PASSWORD)
+    page.locator("button[type=submit]").click()
+    page.wait_for_url(re.compile(r"/inbox"))
+
+
+def sign_in(page, base: str, email: str) -> None:
+    page.goto(base + "/sign-in")
+    page.locator("#email").fill(email)
+    page.locator("#password").fill(PASSWORD)
+    page.locator("button[type=submit]").click()
+    page.wait_for_url(re.compile(r"/inbox"))
+
+
 def seed(world):
     label = world.label("Needs help")
     partner = world.partner("Counsellors", restricted=True, labels=(label,))
@@ -71,11 +88,7 @@ def test_signing_in_on_a_phone_in_arabic(site, chromium, shots):
     world, base = site
     link, email = seed(world)
     setup = chromium.new_page()
-    setup.goto(base + link)
-    setup.locator("#password").fill(PASSWORD)
-    setup.locator("#confirm").fill(PASSWORD)
-    setup.locator("button[type=submit]").click()
-    setup.wait_for_url(base + "/inbox")
+    choose_password(setup, base + link)
     setup.close()
 
     context = chromium.new_context(
@@ -116,16 +129,9 @@ def test_an_agent_opens_a_case_works_it_and_closes_it(site, chromium, shots):
         )
         page = context.new_page()
         if language == "en":
-            page.goto(base + link)
-            page.locator("#password").fill(PASSWORD)
-            page.locator("#confirm").fill(PASSWORD)
-            page.locator("button[type=submit]").click()
+            choose_password(page, base + link)
         else:
-            page.goto(base + "/sign-in")
-            page.locator("#email").fill(email)
-            page.locator("#password").fill(PASSWORD)
-            page.locator("button[type=submit]").click()
-        page.wait_for_url(re.compile(r"/inbox"))
+            sign_in(page, base, email)
         message = page.locator("li.message").first
         message.locator("details").first.locator("summary").click()
         message.locator("input[name=summary]").fill("Bullied at school")
@@ -151,11 +157,7 @@ def test_notifications_and_profile_on_a_phone_in_arabic(site, chromium, shots):
     link, _ = seed(world)
     context = chromium.new_context(viewport={"width": 360, "height": 740}, locale="ar")
     page = context.new_page()
-    page.goto(base + link)
-    page.locator("#password").fill(PASSWORD)
-    page.locator("#confirm").fill(PASSWORD)
-    page.locator("button[type=submit]").click()
-    page.wait_for_url(base + "/inbox")
+    choose_password(page, base + link)
     for path, name in (("/notifications", "notifications"), ("/profile", "profile")):
         page.goto(base + path)
         assert page.locator("html").get_attribute("dir") == "rtl"
@@ -179,17 +181,9 @@ def test_an_administrator_invites_a_user(site, chromium, shots):
         context = chromium.new_context(viewport={"width": width, "height": 800}, locale=language)
         page = context.new_page()
         if language == "en":
-            page.goto(base + admin_link)
-            page.locator("#password").fill(PASSWORD)
-            page.locator("#confirm").fill(PASSWORD)
-            page.locator("button[type=submit]").click()
-            page.wait_for_url(base + "/inbox")
+            choose_password(page, base + admin_link)
         else:
-            page.goto(base + "/sign-in")
-            page.locator("#email").fill("admin@unicef-br.example")
-            page.locator("#password").fill(PASSWORD)
-            page.locator("button[type=submit]").click()
-            page.wait_for_url(base + "/inbox")
+            sign_in(page, base, "admin@unicef-br.example")
         page.goto(base + "/org/users")
         page.locator("#name").fill("Nova" + suffix)
         page.locator("#email").fill(f"nova{suffix}@helpline.example")
@@ -215,11 +209,7 @@ def test_new_messages_show_without_a_reload(site, chromium, shots):
     label = world.ok(world.get(world.admin, "/api/v1/labels"))["items"][0]["id"]
     first = world.message([label], text="Are you there?", contact=contact)
     page = chromium.new_page(viewport={"width": 1024, "height": 800}, locale="en")
-    page.goto(base + link)
-    page.locator("#password").fill(PASSWORD)
-    page.locator("#confirm").fill(PASSWORD)
-    page.locator("button[type=submit]").click()
-    page.wait_for_url(base + "/inbox")
+    choose_password(page, base + link)
     partner = world.ok(world.get(world.admin, "/api/v1/partners"))["items"][0]["id"]
     case = world.open_case(world.admin, first, partner)
 

@@ -14,19 +14,10 @@ import re
 import requests
 
 from fakes.rapidpro.seed import DEMO_CONTACT_AMINA, DEMO_TOKEN
-from tests.browser.test_sign_in_and_inbox import identifying
+from tests.browser.test_sign_in_and_inbox import choose_password, identifying
 from tests.e2e.test_embedded_demo import WEBHOOK, Demo, eventually, exported
 
-PASSWORD = "a long enough secret"
 STEP = "de5e0004-0000-4000-8000-000000000002"  # the poll's wait step in docs/demo/webhook.json
-
-
-def choose_password(page, url: str) -> None:
-    page.goto(url)
-    page.locator("#password").fill(PASSWORD)
-    page.locator("#confirm").fill(PASSWORD)
-    page.locator("button[type=submit]").click()
-    page.wait_for_url(re.compile(r"/inbox"))
 
 
 def webhook(demo: Demo, secret: str, text: str, input_uuid: str) -> None:
