@@ -49,9 +49,9 @@ def users():
         except ValidationError:
             error = _("Give a name, a valid email and a role.")
         else:
-            made: list = []
-            if do(lambda: made.append(people.create_user(store(), actor, values))):
-                link = _link_for(made[0].id, made[0].name)
+            user = do(lambda: people.create_user(store(), actor, values))
+            if user is not None:
+                link = _link_for(user.id, user.name)
     return _users_page(error, link)
 
 
@@ -59,12 +59,11 @@ def users():
 def user_command(user_id: str, command: str):
     actor, user_id = g.signed_in.actor, user_id[:64]
     if command == "link":
-        shown: list = []
-        if do(lambda: shown.append(people.get_user(store(), actor, user_id))):
-            return _users_page(None, _link_for(user_id, shown[0].name))
+        user = people.get_user(store(), actor, user_id)
+        return _users_page(None, _link_for(user.id, user.name))
     elif command in ("deactivate", "activate"):
         change = {"active": command == "activate"}
-        if do(lambda: people.update_user(store(), actor, user_id, change)):
+        if do(lambda: people.update_user(store(), actor, user_id, change)) is not None:
             flash(_("Saved."), "done")
     else:
         abort(404)
@@ -72,10 +71,10 @@ def user_command(user_id: str, command: str):
 
 
 def _link_for(user_id: str, name: str) -> dict[str, str] | None:
-    made: list = []
-    if not do(lambda: made.append(sign_in.make_link(store(), g.signed_in.actor, user_id))):
+    link = do(lambda: sign_in.make_link(store(), g.signed_in.actor, user_id))
+    if link is None:
         return None
-    return {"name": name, "url": request.host_url.rstrip("/") + f"/set-password/{made[0].token}"}
+    return {"name": name, "url": request.host_url.rstrip("/") + f"/set-password/{link.token}"}
 
 
 def _users_page(error: str | None, link: dict[str, str] | None):
@@ -116,7 +115,7 @@ def partners():
         except ValidationError:
             error = _("Give the partner a name.")
         else:
-            if do(lambda: people.create_partner(store(), actor, values)):
+            if do(lambda: people.create_partner(store(), actor, values)) is not None:
                 flash(_("Saved."), "done")
                 return redirect(url_for("ui_admin.partners"))
     return page(
@@ -156,7 +155,7 @@ def label_list():
             else:
                 error = _("Give the label a name.")
         else:
-            if do(lambda: labels.create_label(store(), actor, values)):
+            if do(lambda: labels.create_label(store(), actor, values)) is not None:
                 flash(_("Saved."), "done")
                 return redirect(url_for("ui_admin.label_list"))
     catalog = org.org_catalog(store(), actor)
@@ -218,7 +217,7 @@ def properties():
             fields = sorted(exc.messages) if isinstance(exc.messages, dict) else []
             error = _("Check these fields: %(fields)s", fields=", ".join(fields))
         else:
-            if do(lambda: org.update_org(store(), actor, values)):
+            if do(lambda: org.update_org(store(), actor, values)) is not None:
                 flash(_("Saved."), "done")
                 return redirect(url_for("ui_admin.properties"))
     settings = org.get_org(store(), actor)

@@ -55,20 +55,18 @@ def open_case(message_id: str):
     if not summary or not partner:
         flash(_("Give the case a summary and a partner."), "error")
         return redirect(safe_next(request.form.get("back")))
-    opened: list = []
-    if do(
-        lambda: opened.append(
-            cases.open_case(
-                store(),
-                g.signed_in.actor,
-                summary=summary,
-                partner=partner,
-                message=message_id[:64],
-                reply=reply,
-            )
+    opened = do(
+        lambda: cases.open_case(
+            store(),
+            g.signed_in.actor,
+            summary=summary,
+            partner=partner,
+            message=message_id[:64],
+            reply=reply,
         )
-    ):
-        case, _created = opened[0]
+    )
+    if opened is not None:
+        case, _created = opened
         return redirect(url_for("ui_cases.case_page", case_id=case.id))
     return redirect(safe_next(request.form.get("back")))
 
@@ -76,11 +74,7 @@ def open_case(message_id: str):
 @bp.get("/cases/<case_id>")
 def case_page(case_id: str):
     actor = g.signed_in.actor
-    shown: list = []
-    do(lambda: shown.append(case_reads.get_case(store(), actor, case_id[:64])))
-    if not shown:
-        abort(404)
-    case = shown[0]
+    case = case_reads.get_case(store(), actor, case_id[:64])
     try:
         timeline = case_reads.case_timeline(
             store(), actor, case.id, cursor=request.args.get("cursor") or None, limit=200
@@ -105,11 +99,8 @@ def case_entries(case_id: str):
     """The timeline's entries alone: what the case page asks for every few seconds, to show the
     contact's new messages and what others did without a reload (live.js)."""
     actor = g.signed_in.actor
-    shown: list = []
-    do(lambda: shown.append(case_reads.case_timeline(store(), actor, case_id[:64], limit=200)))
-    if not shown:
-        abort(404)
-    return page("case_entries.html", entries=shown[0].items, when=_when())
+    timeline = case_reads.case_timeline(store(), actor, case_id[:64], limit=200)
+    return page("case_entries.html", entries=timeline.items, when=_when())
 
 
 def _days(since: datetime) -> int:
@@ -138,7 +129,7 @@ def act_on_case(case_id: str, command: str):
         abort(404)
     if command in ("reply", "note", "close") and not text:
         flash(_("Write something first."), "error")
-    elif do(commands[command]):
+    elif do(commands[command]) is not None:
         done = {
             "reassign": _("Saved."),
             "labels": _("Saved."),

@@ -5,8 +5,9 @@ a page can show or do nothing the API would refuse that user."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import (
     Blueprint,
@@ -41,6 +42,7 @@ from shared.http import error_response, unexpected_error
 from shared.uow import ServiceStore
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 bp = Blueprint(
     "ui",
@@ -70,9 +72,11 @@ def register(app: Flask) -> None:
 
 def protect(blueprint: Blueprint) -> None:
     """What every page of a blueprint gets: the language, sign-in required (but for the open
-    pages), CSRF on state-changing requests, and private-page headers."""
+    pages), CSRF on state-changing requests, private-page headers, and the Not found page for
+    what the user may not see."""
     blueprint.before_request(_prepare)
     blueprint.after_request(_private)
+    blueprint.register_error_handler(NotFound, _not_visible)
 
 
 def _translations():
@@ -117,6 +121,11 @@ def _private(response):
     if request.endpoint == "ui.set_password":
         response.headers["Referrer-Policy"] = "no-referrer"  # the link's token is in the path
     return response
+
+
+def _not_visible(_exc: NotFound):
+    """An object the user may not see is not there, as in the API (whose answer is JSON)."""
+    return page("error.html", 404, title=_("Not found"), reason="missing")
 
 
 protect(bp)
@@ -311,24 +320,27 @@ def reply_to_message(message_id: str):
     text = request.form.get("text", "").strip()
     if not text:
         flash(_("Write the reply first."), "error")
-    elif do(
-        lambda: replies.reply_to_message(store(), g.signed_in.actor, message_id[:64], text[:4096])
+    elif (
+        do(
+            lambda: replies.reply_to_message(
+                store(), g.signed_in.actor, message_id[:64], text[:4096]
+            )
+        )
+        is not None
     ):
         flash(_("Reply queued: the flow engine sends it to the contact."), "done")
     return redirect(safe_next(request.form.get("back")))
 
 
-def do(command) -> bool:
-    """Run a command of the service layer for a page: what went wrong becomes a message on the
-    next page (a 404 for what the user may not see), never a stack trace."""
+def do(command: Callable[[], T]) -> T | None:
+    """Run a command of the service layer for a page: its answer, or None when it was refused
+    (the reason becomes a message on the next page, never a stack trace). What the user may not
+    see is the Not found page (``_not_visible``). Every command run this way answers a value."""
     try:
-        command()
-    except NotFound:
-        abort(404)
+        return command()
     except (Conflict, Invalid, Forbidden) as exc:
         flash(_problem(exc), "error")
-        return False
-    return True
+        return None
 
 
 def _problem(exc: CasesError) -> str:

@@ -37,14 +37,8 @@ def notification_list():
 
 @bp.post("/notifications/<notification_id>/read")
 def read_notification(notification_id: str):
-    shown: list = []
-    if do(
-        lambda: shown.append(
-            notifications.mark_notification_read(store(), g.signed_in.actor, notification_id[:64])
-        )
-    ):
-        return redirect(url_for("ui_cases.case_page", case_id=shown[0].case))
-    return redirect(url_for("ui_people.notification_list"))
+    read = notifications.mark_notification_read(store(), g.signed_in.actor, notification_id[:64])
+    return redirect(url_for("ui_cases.case_page", case_id=read.case))
 
 
 @bp.post("/notifications/read")
@@ -64,9 +58,9 @@ def profile():
             language = request.form.get("language") or None
             if language is not None and language not in i18n.LANGUAGES:
                 language = None
-            if name and do(
-                lambda: people.update_user(store(), actor, actor.user_id, {"name": name})
-            ):
+            rename = {"name": name}
+            renamed = name and do(lambda: people.update_user(store(), actor, actor.user_id, rename))
+            if renamed:
                 sign_in.set_language(store(), actor, language)
                 # Said in the language just chosen: the next page is in it.
                 g.language = i18n.choose(language, request.headers.get("Accept-Language"))
