@@ -77,7 +77,7 @@ def test_the_whole_story(tmp_path, chromium, shots):
         admin.locator("#email").fill("hana@helpline.example")
         admin.locator("#partner").select_option(label="Helpline")
         admin.locator("form:has(#role) button[type=submit]").click()
-        invitation = admin.locator("input[readonly]").input_value()
+        invitation = admin.locator(".copy code").inner_text()
 
         webhook(demo, values["SECRET"], "Please help me, they hurt me at school.", "1" * 32)
         agent = chromium.new_page(viewport={"width": 390, "height": 844}, locale="en")

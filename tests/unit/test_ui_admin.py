@@ -29,7 +29,7 @@ def test_an_administrator_invites_a_user_who_then_signs_in(world):
         },
     )
     assert answer.status_code == 200
-    link = re.search(r'value="(http://[^"]+/set-password/[^"]+)"', answer.text).group(1)
+    link = re.search(r"<code>(http://[^<]+/set-password/[^<]+)</code>", answer.text).group(1)
     newcomer = browser(world)
     path = link.split("localhost", 1)[1]
     assert newcomer.get(path).status_code == 200 and "Nova" in newcomer.get(path).text
