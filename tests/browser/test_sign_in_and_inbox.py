@@ -133,11 +133,13 @@ def test_an_agent_opens_a_case_works_it_and_closes_it(site, chromium, shots):
             choose_password(page, base + link)
         else:
             sign_in(page, base, email)
-        message = page.locator("li.message").first
-        message.locator("details").first.locator("summary").click()
-        message.locator("input[name=summary]").fill("Bullied at school")
-        message.locator("textarea[name=reply]").fill("We are here.")
-        message.locator("form[action$=open-case] button[type=submit]").click()
+        page.locator("li.message").first.locator("a.open-case").click()
+        page.wait_for_url(re.compile(r"/open-case"))
+        assert page.evaluate("document.documentElement.scrollWidth") <= viewport[0]
+        page.screenshot(path=shots / f"open-case{suffix}.png", full_page=True)
+        page.locator("input[name=summary]").fill("Bullied at school")
+        page.locator("textarea[name=reply]").fill("We are here.")
+        page.locator("form[action*=open-case] button[type=submit]").click()
         page.wait_for_url(re.compile(r"/cases/"))
         page.locator("details:has(#note) summary").click()
         page.locator("#note").fill("Talked to the school counsellor.")

@@ -106,9 +106,10 @@ def test_the_whole_story(tmp_path, chromium, shots):
         agent.goto(demo.site + "/inbox/archived")
         archived = agent.locator("li.message").first
         archived.get_by_text("Open a case").click()
-        archived.locator("input[name=summary]").fill("Bullied at school")
-        archived.locator("textarea[name=reply]").fill("A counsellor will talk with you here.")
-        archived.locator("form[action$=open-case] button[type=submit]").click()
+        agent.wait_for_url(re.compile(r"/open-case"))
+        agent.locator("input[name=summary]").fill("Bullied at school")
+        agent.locator("textarea[name=reply]").fill("A counsellor will talk with you here.")
+        agent.locator("form[action*=open-case] button[type=submit]").click()
         agent.wait_for_url(re.compile(r"/cases/"))
         eventually(lambda: "Bot" not in groups_of_amina(demo), "Amina out of Bot", timeout=20)
 

@@ -24,7 +24,7 @@ def desk(world):
 
 def open_case(client, ids, **extra):
     token = csrf(client, "/inbox")
-    form = {"csrf_token": token, "summary": "Bullied at school", "partner": ids["partner"]}
+    form = {"csrf_token": token, "summary": "Bullied at school", "assignee": ids["partner"]}
     return client.post(f"/messages/{ids['message']}/open-case", data=form | extra)
 
 
@@ -118,7 +118,7 @@ def test_reassigning_and_relabelling_from_the_case_page(world, desk):
     )
     assert labelled.status_code == 302
     assert world.events(ev.CASE_LABELS_CHANGED) == []  # the same labels: nothing changed
-    moved = client.post(f"/cases/{case_id}/reassign", data={"csrf_token": token, "partner": other})
+    moved = client.post(f"/cases/{case_id}/reassign", data={"csrf_token": token, "assignee": other})
     assert moved.status_code == 302
     [event] = world.events(ev.CASE_REASSIGNED)
     assert event.data["assignee_partner"]["id"] == other
@@ -126,3 +126,41 @@ def test_reassigning_and_relabelling_from_the_case_page(world, desk):
     refused = client.post(f"/cases/{case_id}/labels", data={"csrf_token": token, "labels": [extra]})
     assert refused.status_code == 302
     assert "That could not be done." in client.get(f"/cases/{case_id}").get_data(as_text=True)
+
+
+def test_the_open_a_case_page_assigns_a_partner_or_one_of_its_users(world, desk):
+    client, ids = desk
+    colleague = world.user(ids["partner"], name="Bruno")
+    form_page = client.get(f"/messages/{ids['message']}/open-case?back=/inbox")
+    html = form_page.get_data(as_text=True)
+    assert form_page.status_code == 200 and "preciso de ajuda" in html
+    assert f'<option value="{ids["partner"]}" selected>Helpline: anyone</option>' in html
+    assert f'value="{ids["partner"]}/{colleague.id}">Bruno</option>' in html
+    token = csrf(client, f"/messages/{ids['message']}/open-case")
+    empty = client.post(
+        f"/messages/{ids['message']}/open-case",
+        data={"csrf_token": token, "summary": " ", "assignee": ids["partner"]},
+    )
+    assert empty.status_code == 400 and "Give the case a summary" in empty.get_data(as_text=True)
+    assert world.events(ev.CASE_OPENED) == []
+    opened = open_case(client, ids, assignee=f"{ids['partner']}/{colleague.id}")
+    [event] = world.events(ev.CASE_OPENED)
+    assert event.data["assignee_user"]["id"] == colleague.id
+    # The message is in a case now: its "Open a case" page leads to that case.
+    again = client.get(f"/messages/{ids['message']}/open-case")
+    assert again.headers["Location"] == f"/cases/{case_id_of(opened)}"
+
+
+def test_reassigning_to_a_user_of_the_partner(world, desk):
+    client, ids = desk
+    case_id = case_id_of(open_case(client, ids))
+    colleague = world.user(ids["partner"], name="Bruno")
+    token = csrf(client, f"/cases/{case_id}")
+    client.post(
+        f"/cases/{case_id}/reassign",
+        data={"csrf_token": token, "assignee": f"{ids['partner']}/{colleague.id}"},
+    )
+    [event] = world.events(ev.CASE_REASSIGNED)
+    assert event.data["assignee_user"]["id"] == colleague.id
+    page = client.get(f"/cases/{case_id}").get_data(as_text=True)
+    assert f'value="{ids["partner"]}/{colleague.id}" selected>Bruno' in page

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, exists, or_, select, true
+from sqlalchemy import and_, exists, func, or_, select, true
 from sqlalchemy.orm import Session
 
 from services.cases.domain import (
@@ -78,6 +78,20 @@ def list_cases(
         page, next_cursor = newest_first(session, Case, Case.opened_on, conditions, cursor, limit)
         items = case_views(session, actor, ensure_org(session, actor.org), page)
         return Page(items, next_cursor)
+
+
+def case_counts(store: ServiceStore, actor: Actor) -> dict[str, int]:
+    """How many of the cases the actor sees are open and closed (one pass over the org's cases;
+    the inbox shows them beside the folders)."""
+    with store.unit_of_work() as uow:
+        closed = Case.closed_on.is_not(None)
+        row = uow.session.execute(
+            select(
+                func.count().filter(~closed).label("open"),
+                func.count().filter(closed).label("closed"),
+            ).where(Case.org == actor.org, case_visibility(actor))
+        ).one()
+        return {"open": row.open or 0, "closed": row.closed or 0}
 
 
 def get_case(store: ServiceStore, actor: Actor, case_id: str) -> CaseView:

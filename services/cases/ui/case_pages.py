@@ -5,11 +5,12 @@ Like every page, they call the same service layer as the API with the signed-in 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from flask import Blueprint, Flask, abort, flash, g, redirect, request, url_for
 
 from services.cases.domain import InvalidCursor
-from services.cases.handlers import case_reads, cases, labels, org, people
+from services.cases.handlers import case_reads, cases, inbox, labels, org, people
 from services.cases.ui import i18n
 from services.cases.ui.pages import _, do, page, protect, safe_next, store
 from shared.db import utcnow
@@ -47,28 +48,67 @@ def case_list():
     )
 
 
-@bp.post("/messages/<message_id>/open-case")
+def assignees() -> list[tuple[Any, list[Any]]]:
+    """Who a case can go to, for the "Assign to" picker: each partner the user sees, then the
+    active users of it the user may see (an agent sees their own partner's)."""
+    actor = g.signed_in.actor
+    users = [u for u in people.list_users(store(), actor) if u.active and u.partner]
+    return [
+        (partner, [u for u in users if u.partner.id == partner.id])
+        for partner in people.list_partners(store(), actor)
+    ]
+
+
+def chosen_assignee() -> tuple[str, str | None]:
+    """The picker's value: "partner" or "partner/user"."""
+    partner, _slash, user = request.form.get("assignee", "")[:130].partition("/")
+    return partner, user or None
+
+
+@bp.route("/messages/<message_id>/open-case", methods=["GET", "POST"])
 def open_case(message_id: str):
+    """The "Open a case" dialog, as a page of its own: the message, a summary, who the case goes
+    to (a partner, or one of its users), and the first message to send to the contact."""
+    actor = g.signed_in.actor
+    message = inbox.get_message(store(), actor, message_id[:64])
+    back = safe_next(request.values.get("back"))
+    if message.case:
+        return redirect(url_for("ui_cases.case_page", case_id=message.case))
+    error = None
     summary = request.form.get("summary", "").strip()[:1000]
-    partner = request.form.get("partner", "")[:64]
     reply = request.form.get("reply", "").strip()[:4096] or None
-    if not summary or not partner:
-        flash(_("Give the case a summary and a partner."), "error")
-        return redirect(safe_next(request.form.get("back")))
-    opened = do(
-        lambda: cases.open_case(
-            store(),
-            g.signed_in.actor,
-            summary=summary,
-            partner=partner,
-            message=message_id[:64],
-            reply=reply,
-        )
+    if request.method == "POST":
+        partner, user = chosen_assignee()
+        if not summary or not partner:
+            error = _("Give the case a summary and a partner.")
+        else:
+            opened = do(
+                lambda: cases.open_case(
+                    store(),
+                    actor,
+                    summary=summary,
+                    partner=partner,
+                    user=user,
+                    message=message.id,
+                    reply=reply,
+                )
+            )
+            if opened is not None:
+                case, _created = opened
+                return redirect(url_for("ui_cases.case_page", case_id=case.id))
+            return redirect(back)
+    return page(
+        "open_case.html",
+        400 if error else 200,
+        message=message,
+        summary=summary,
+        reply=reply or "",
+        assignees=assignees(),
+        current=actor.partner_id or "",
+        back=back,
+        error=error,
+        when=_when(),
     )
-    if opened is not None:
-        case, _created = opened
-        return redirect(url_for("ui_cases.case_page", case_id=case.id))
-    return redirect(safe_next(request.form.get("back")))
 
 
 @bp.get("/cases/<case_id>")
@@ -87,7 +127,7 @@ def case_page(case_id: str):
         entries=timeline.items,
         next_cursor=timeline.next_cursor,
         open_days=_days(case.reopened_on or case.opened_on),
-        partners=people.list_partners(store(), actor),
+        assignees=assignees(),
         labels=labels.list_labels(store(), actor),
         case_labels={label.id for label in case.labels},
         when=_when(),
@@ -111,7 +151,7 @@ def _days(since: datetime) -> int:
 def act_on_case(case_id: str, command: str):
     actor, text = g.signed_in.actor, request.form.get("text", "").strip()
     case_id = case_id[:64]
-    partner, user = request.form.get("partner", "")[:64], request.form.get("user") or None
+    partner, user = chosen_assignee()
     chosen_labels = [label[:64] for label in request.form.getlist("labels")][:100]
     commands = {
         "reassign": lambda: cases.reassign_case(

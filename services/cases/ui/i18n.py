@@ -9,8 +9,9 @@ that language and the org's timezone.
 from __future__ import annotations
 
 import io
-from datetime import datetime
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from babel.dates import format_datetime
 from babel.messages.mofile import write_mo
@@ -77,3 +78,20 @@ def html_lang(language: str) -> str:
 def when(moment: datetime, language: str, timezone: str) -> str:
     """A time as people of that language write it, in the org's timezone."""
     return format_datetime(moment, format="short", tzinfo=timezone, locale=language)
+
+
+def day_range(first: str, last: str, timezone: str) -> tuple[datetime | None, datetime | None]:
+    """The instants that bound the days ``first`` to ``last`` (ISO dates, both included, either
+    may be empty) in the org's timezone, as the message listing takes them (strictly after,
+    strictly before). A date that is not one is no bound at all."""
+
+    def midnight(day: str, offset: int) -> datetime | None:
+        try:
+            parsed = date.fromisoformat(day)
+        except ValueError:
+            return None
+        return datetime.combine(parsed + timedelta(days=offset), time(), ZoneInfo(timezone))
+
+    start = midnight(first, 0)
+    end = midnight(last, 1)
+    return (start - timedelta(microseconds=1) if start else None), end

@@ -34,7 +34,7 @@ from services.cases.domain import (
     NotFound,
     TooManyAttempts,
 )
-from services.cases.handlers import inbox, labels, org, people, replies, sign_in
+from services.cases.handlers import case_reads, inbox, labels, org, replies, sign_in
 from services.cases.schemas import MessageQuery
 from services.cases.ui import i18n, session
 from shared.db import utcnow
@@ -229,6 +229,9 @@ def folder_names() -> dict[str, str]:
     }
 
 
+SEARCH_FIELDS = ("q", "label", "contact", "cursor")
+
+
 @bp.get("/inbox", defaults={"folder": "inbox"})
 @bp.get("/inbox/<folder>")
 def inbox_page(folder: str):
@@ -237,15 +240,14 @@ def inbox_page(folder: str):
         return page("error.html", 404, title=_("Not found"), reason="missing")
     try:
         query = MessageQuery().load(
-            {
-                k: v
-                for k, v in request.args.items()
-                if k in ("q", "label", "contact", "cursor") and v
-            }
+            {k: v for k, v in request.args.items() if k in SEARCH_FIELDS and v}
         )
     except ValidationError:
         query = {}
     db = store()
+    timezone = org.get_org(db, actor).timezone
+    days = {k: request.args.get(k, "")[:10] for k in ("from", "to")}
+    after, before = i18n.day_range(days["from"], days["to"], timezone)
     try:
         listing = inbox.list_messages(
             db,
@@ -254,14 +256,18 @@ def inbox_page(folder: str):
             text=query.get("q"),
             label=query.get("label"),
             contact=query.get("contact"),
+            after=after,
+            before=before,
             cursor=query.get("cursor"),
             limit=50,
         )
     except (CasesError, InvalidCursor):
         return redirect(url_for("ui.inbox_page", folder=folder))
     counts = inbox.message_counts(db, actor)
-    timezone = org.get_org(db, actor).timezone
+    visible_labels = labels.list_labels(db, actor)
     names = folder_names()
+    search = {k: v for k, v in request.args.items() if k in (*SEARCH_FIELDS, "from", "to") and v}
+    search.pop("cursor", None)
     return page(
         "inbox.html",
         folder=folder,
@@ -272,13 +278,35 @@ def inbox_page(folder: str):
             for name, title in names.items()
             if name in counts.folders
         ],
-        labels=labels.list_labels(db, actor),
-        partners=people.list_partners(db, actor),
+        label_counts=[(label, counts.labels.get(label.id, 0)) for label in visible_labels],
+        case_counts=case_reads.case_counts(db, actor),
+        labels=visible_labels,
         messages=listing.items,
         next_cursor=listing.next_cursor,
         newest=max((m.received_at for m in listing.items if folder != "sent"), default=utcnow()),
         query=query,
+        days=days,
+        search=search,
+        filtered=bool(search),
         here=request.full_path.rstrip("?"),
+        me=actor.user_id,
+        now=utcnow(),
+        when=lambda moment: i18n.when(moment, g.language, timezone),
+    )
+
+
+@bp.get("/messages/<message_id>/history")
+def message_history(message_id: str):
+    """What happened to one message: labelled, flagged, archived, replied to, put in a case."""
+    db = store()
+    actor = g.signed_in.actor
+    message = inbox.get_message(db, actor, message_id[:64])
+    timezone = org.get_org(db, actor).timezone
+    return page(
+        "message_history.html",
+        message=message,
+        entries=inbox.message_history(db, actor, message.id),
+        back=safe_next(request.args.get("back")),
         when=lambda moment: i18n.when(moment, g.language, timezone),
     )
 
@@ -312,6 +340,24 @@ def act_on_message(message_id: str):
         return page("error.html", 400, title=_("Not found"), reason="missing")
     label = request.form.get("label") or None
     do(lambda: inbox.act_on_messages(store(), g.signed_in.actor, [message_id[:64]], action, label))
+    return redirect(safe_next(request.form.get("back")))
+
+
+@bp.post("/messages/act")
+def act_on_selected():
+    """The bulk bar: one action on every message ticked on the page, all or none."""
+    action = request.form.get("action", "")
+    chosen = [m[:64] for m in request.form.getlist("messages")][:500]
+    label = request.form.get("label") or None
+    if action not in ACTIONS:
+        return page("error.html", 400, title=_("Not found"), reason="missing")
+    if not chosen:
+        flash(_("Select one or more messages first."), "error")
+    elif action in ("label", "unlabel") and label is None:
+        flash(_("Choose a label first."), "error")
+    elif do(lambda: inbox.act_on_messages(store(), g.signed_in.actor, chosen, action, label)):
+        count = len(chosen)
+        flash(ngettext("%(num)d message changed.", "%(num)d messages changed.", count), "done")
     return redirect(safe_next(request.form.get("back")))
 
 

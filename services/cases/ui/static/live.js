@@ -1,7 +1,8 @@
 // U-Partners' live updates, the product's only script: every few seconds the inbox asks how many
 // messages arrived since the newest it shows (and shows a banner), and a case's page fetches its
-// timeline's entries again (and swaps them in when they changed). Nothing else on the page moves:
-// what the user typed, selected or scrolled stays. Without JavaScript the pages work as they are.
+// timeline's entries again (and swaps them in when they changed); it also gives the inbox's bulk
+// bar its "select all" box. Nothing else on the page moves: what the user typed, selected or
+// scrolled stays. Without JavaScript the pages work as they are.
 (function () {
   "use strict";
   var EVERY = 10000; // milliseconds
@@ -27,6 +28,17 @@
             banner.hidden = false;
           }
         });
+    });
+  }
+
+  // The inbox's bulk bar: one box ticks or clears every message of the page (without
+  // JavaScript the box stays hidden and each message is ticked on its own).
+  var pickAll = document.querySelector("[data-pick-all]");
+  if (pickAll) {
+    var boxes = document.querySelectorAll('input[type=checkbox][form="bulk"]');
+    pickAll.closest("label").hidden = false;
+    pickAll.addEventListener("change", function () {
+      boxes.forEach(function (box) { box.checked = pickAll.checked; });
     });
   }
 
