@@ -29,6 +29,7 @@ CASE_OPENED = "case.opened"
 CASE_REASSIGNED = "case.reassigned"
 CASE_NOTE_ADDED = "case.note_added"
 CASE_LABELS_CHANGED = "case.labels_changed"
+CASE_SUMMARY_CHANGED = "case.summary_changed"
 CASE_CLOSED = "case.closed"
 CASE_REOPENED = "case.reopened"
 OUTGOING_REQUESTED = "outgoing.requested"
@@ -176,6 +177,10 @@ class CaseLabelsChanged(CaseEvent):
     labels = fields.List(_uuid(), required=True)
 
 
+class CaseSummaryChanged(CaseEvent):
+    """The summary itself stays in the cases service: partners' words about a contact."""
+
+
 class OutgoingRequested(_Data):
     outgoing_id = _uuid(required=True)
     contact_uuid = _uuid(required=True)
@@ -247,6 +252,7 @@ SCHEMAS: dict[str, type[_Data]] = {
     CASE_REASSIGNED: CaseReassigned,
     CASE_NOTE_ADDED: CaseNoteAdded,
     CASE_LABELS_CHANGED: CaseLabelsChanged,
+    CASE_SUMMARY_CHANGED: CaseSummaryChanged,
     CASE_CLOSED: CaseClosed,
     OUTGOING_REQUESTED: OutgoingRequested,
     OUTGOING_SENT: OutgoingSent,

@@ -444,6 +444,18 @@ def reassign_case(case_id: str, body):
 
 @route(
     "put",
+    "/cases/<id:case_id>/summary",
+    "Rewrite an open case's summary; emits case.summary_changed.",
+    WORKERS,
+    body=s.CaseSummarySchema,
+    answer=v.CaseView,
+)
+def set_case_summary(case_id: str, body):
+    return cases.set_case_summary(store(), actor(), case_id, body["summary"])
+
+
+@route(
+    "put",
     "/cases/<id:case_id>/labels",
     "Set the labels; emits case.labels_changed.",
     WORKERS,

@@ -155,6 +155,7 @@ _TRANSITIONS: dict[tuple[CaseState, str], CaseState] = {
     (CaseState.CLOSED, "note"): CaseState.CLOSED,
     (CaseState.OPEN, "label"): CaseState.OPEN,
     (CaseState.CLOSED, "label"): CaseState.CLOSED,
+    (CaseState.OPEN, "summarise"): CaseState.OPEN,
 }
 
 _CONFLICTS = {
@@ -178,8 +179,9 @@ def next_state(state: CaseState, command: str) -> CaseState:
 @dataclass(frozen=True)
 class CaseChange:
     """What a command does to a case: what happened (``opened``, ``note_added``, ``reassigned``,
-    ``labels_changed``, ``closed``, ``reopened``: the event ``case.<what>`` tells of it), the
-    case's fields it sets, and what that event says beyond the case's id, contact and version.
+    ``labels_changed``, ``summary_changed``, ``closed``, ``reopened``: the event
+    ``case.<what>`` tells of it), the case's fields it sets, and what that event says beyond the
+    case's id, contact and version.
 
     The service layer applies it with ``apply_case_change`` (services/cases/handlers/
     changes.py), which also bumps ``case_version``: no change of a case can skip its version or
@@ -218,6 +220,14 @@ def relabel(state: CaseState, current: Set[str], wanted: Set[str]) -> CaseChange
     if set(wanted) == set(current):
         return None
     return CaseChange("labels_changed", data={"labels": sorted(wanted)})
+
+
+def resummarise(state: CaseState, current: str, wanted: str) -> CaseChange | None:
+    """The case's summary becomes ``wanted`` (an open case's); None when it already is."""
+    next_state(state, "summarise")
+    if wanted == current:
+        return None
+    return CaseChange("summary_changed", sets={"summary": wanted})
 
 
 def check_state(state: CaseState, command: str) -> None:

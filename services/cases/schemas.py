@@ -227,6 +227,10 @@ class ReopenSchema(_Strict):
     note = Text(validate=validate.Length(max=10000))
 
 
+class CaseSummarySchema(_Strict):
+    summary = Text(required=True, validate=validate.Length(max=1000))
+
+
 class ReassignSchema(_Strict):
     min_properties = 1  # the OpenAPI document says so too (services/cases/openapi.py)
     partner = Id()

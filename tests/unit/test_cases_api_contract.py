@@ -318,6 +318,7 @@ def test_every_operation_answers_as_documented_at_least_once(world):
     ok(agent, "GET", f"{path}/timeline")
     ok(agent, "POST", f"{path}/notes", {"note": "seen"})
     ok(agent, "PUT", f"{path}/labels", {"labels": [label]})
+    ok(agent, "PUT", f"{path}/summary", {"summary": "the tour"})
     ok(agent, "POST", f"{path}/reply", {"text": "still there?"})
     ok(admin, "POST", f"{path}/reassign", {"partner": partner, "user": agent.id})
     ok(admin, "PUT", f"{path}/watch")

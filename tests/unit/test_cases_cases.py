@@ -494,3 +494,30 @@ def test_notifications_never_outlive_access_to_the_case(world, helpline):
     assert world.ok(world.get(agent, f"/api/v1/cases/{cid}"))["watching"] is False
     world.post(admin, f"/api/v1/cases/{cid}/notes", {"note": "later"})
     assert kinds(agent) == [("note", cid)]
+
+
+def test_rewriting_the_summary_of_an_open_case(world, helpline):
+    h = helpline
+    message = world.message([h["label"]], contact=CONTACT)
+    cid = world.open_case(world.admin, message, h["partner"])["id"]
+    path = f"/api/v1/cases/{cid}/summary"
+    changed = world.ok(world.call(h["agent"], "PUT", path, {"summary": "  Bullied at school "}))
+    assert changed["summary"] == "Bullied at school" and changed["case_version"] == 2
+    world.ok(world.call(h["agent"], "PUT", path, {"summary": "Bullied at school"}))  # no change
+    events = case_events(world)
+    assert [(e.name, e.data["case_version"]) for e in events] == [
+        (ev.CASE_OPENED, 1),
+        (ev.CASE_SUMMARY_CHANGED, 2),
+    ]
+    assert "summary" not in events[1].data  # partners' words stay in the cases service
+    actions = [(e["action"], e["note"]) for e in timeline(world, world.admin, cid)]
+    assert ("summary", "needs a human") in actions  # the timeline keeps the one it replaced
+    blank = world.call(h["agent"], "PUT", path, {"summary": "   "})
+    assert blank.status_code == 400
+    assert world.call(h["outsider"], "PUT", path, {"summary": "mine"}).status_code == 403
+    world.ok(world.post(world.admin, f"/api/v1/cases/{cid}/close", {"note": "done"}))
+    closed = world.call(h["agent"], "PUT", path, {"summary": "too late"})
+    assert closed.status_code == 409
+    assert (
+        world.ok(world.get(world.admin, f"/api/v1/cases/{cid}"))["summary"] == "Bullied at school"
+    )

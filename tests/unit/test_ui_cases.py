@@ -164,3 +164,16 @@ def test_reassigning_to_a_user_of_the_partner(world, desk):
     assert event.data["assignee_user"]["id"] == colleague.id
     page = client.get(f"/cases/{case_id}").get_data(as_text=True)
     assert f'value="{ids["partner"]}/{colleague.id}" selected>Bruno' in page
+
+
+def test_editing_the_summary_from_the_case_page(world, desk):
+    client, ids = desk
+    case_id = case_id_of(open_case(client, ids))
+    token = csrf(client, f"/cases/{case_id}")
+    client.post(f"/cases/{case_id}/summary", data={"csrf_token": token, "text": "At school"})
+    page = client.get(f"/cases/{case_id}").get_data(as_text=True)
+    assert '<h1 dir="auto">At school</h1>' in page
+    assert "Changed the summary; it was:" in page and "Bullied at school" in page
+    client.post(f"/cases/{case_id}/summary", data={"csrf_token": token, "text": " "})
+    assert "Write something first." in client.get(f"/cases/{case_id}").get_data(as_text=True)
+    assert len(world.events(ev.CASE_SUMMARY_CHANGED)) == 1

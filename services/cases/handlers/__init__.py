@@ -39,6 +39,7 @@ from services.cases.handlers.cases import (
     reopen_case,
     reply_in_case,
     set_case_labels,
+    set_case_summary,
     watch_case,
 )
 from services.cases.handlers.consumers import (
@@ -148,6 +149,7 @@ __all__ = [
     "reply_to_message",
     "revoke_token",
     "set_case_labels",
+    "set_case_summary",
     "unlock_message",
     "update_label",
     "update_org",

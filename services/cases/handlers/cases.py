@@ -323,6 +323,19 @@ def set_case_labels(
         return case_views(session, actor, ensure_org(session, actor.org), [case])[0]
 
 
+def set_case_summary(store: ServiceStore, actor: Actor, case_id: str, summary: str) -> CaseView:
+    """Rewrite an open case's summary; the timeline keeps the one it replaced."""
+    with store.unit_of_work() as uow:
+        session = uow.session
+        case, _ = load_case(session, actor, case_id, Access.UPDATE)
+        change = domain.resummarise(case_state(case), case.summary, summary)
+        if change is not None:
+            _record_action(session, case, "summary", actor, at=utcnow(), note=case.summary)
+            apply_case_change(uow, session, case, change)
+            uow.commit()
+        return case_views(session, actor, ensure_org(session, actor.org), [case])[0]
+
+
 def reply_in_case(store: ServiceStore, actor: Actor, case_id: str, text: str) -> OutgoingView:
     with store.unit_of_work() as uow:
         session = uow.session

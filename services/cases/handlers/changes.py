@@ -25,6 +25,7 @@ CASE_EVENTS = {
     "note_added": ev.CASE_NOTE_ADDED,
     "reassigned": ev.CASE_REASSIGNED,
     "labels_changed": ev.CASE_LABELS_CHANGED,
+    "summary_changed": ev.CASE_SUMMARY_CHANGED,
     "closed": ev.CASE_CLOSED,
     "reopened": ev.CASE_REOPENED,
 }

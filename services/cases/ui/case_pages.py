@@ -158,6 +158,7 @@ def act_on_case(case_id: str, command: str):
             store(), actor, case_id, partner=partner, user=user
         ),
         "labels": lambda: cases.set_case_labels(store(), actor, case_id, chosen_labels),
+        "summary": lambda: cases.set_case_summary(store(), actor, case_id, text[:1000]),
         "reply": lambda: cases.reply_in_case(store(), actor, case_id, text[:4096]),
         "note": lambda: cases.add_note(store(), actor, case_id, text[:10000]),
         "close": lambda: cases.close_case(store(), actor, case_id, text[:10000]),
@@ -167,12 +168,13 @@ def act_on_case(case_id: str, command: str):
     }
     if command not in commands:
         abort(404)
-    if command in ("reply", "note", "close") and not text:
+    if command in ("reply", "note", "close", "summary") and not text:
         flash(_("Write something first."), "error")
     elif do(commands[command]) is not None:
         done = {
             "reassign": _("Saved."),
             "labels": _("Saved."),
+            "summary": _("Saved."),
             "reply": _("Reply queued: the flow engine sends it to the contact."),
             "note": _("Note added."),
             "close": _("Case closed."),

@@ -1,7 +1,7 @@
 // U-Partners' live updates, the product's only script: every few seconds the inbox asks how many
 // messages arrived since the newest it shows (and shows a banner), and a case's page fetches its
 // timeline's entries again (and swaps them in when they changed); it also gives the inbox's bulk
-// bar its "select all" box. Nothing else on the page moves: what the user typed, selected or
+// bar its "select all" box and a send box its character counter. Nothing else on the page moves: what the user typed, selected or
 // scrolled stays. Without JavaScript the pages work as they are.
 (function () {
   "use strict";
@@ -41,6 +41,18 @@
       boxes.forEach(function (box) { box.checked = pickAll.checked; });
     });
   }
+
+  // A send box's character counter ("120 of 4096 characters"): a long reply costs the contact
+  // several SMS. The template comes translated from the page.
+  document.querySelectorAll("textarea[data-counter]").forEach(function (box) {
+    var counter = document.getElementById(box.dataset.counter);
+    function show() {
+      counter.textContent = counter.dataset.template.replace("{count}", box.value.length);
+    }
+    counter.hidden = false;
+    box.addEventListener("input", show);
+    show();
+  });
 
   var timeline = document.querySelector("[data-live-timeline]");
   if (timeline) {
