@@ -169,7 +169,7 @@ def get_user(user_id: str):
 @route(
     "patch",
     "/users/<id:user_id>",
-    "Rename, change role, deactivate.",
+    "Rename, change role or partner, deactivate.",
     "administrators; managers for their partner; anyone renames themselves",
     body=s.UserChangesSchema,
     answer=v.UserView,

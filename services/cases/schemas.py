@@ -133,6 +133,7 @@ class UserSchema(_Strict):
 class UserChangesSchema(_Strict):
     name = Text(validate=validate.Length(max=128))
     role = fields.String(validate=validate.OneOf(ROLES))
+    partner = Id(allow_none=True)  # None: no partner (administrators only)
     active = fields.Boolean()
 
 

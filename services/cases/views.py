@@ -231,3 +231,26 @@ class SignInLinkView:
     path: str
     purpose: str  # invite (no password yet) or reset
     expires_at: datetime
+
+
+@dataclass(frozen=True)
+class PreviewMatch:
+    """A recent message a rule would match: its text, the contact's pseudonym and time only."""
+
+    id: str
+    text: str | None
+    contact_ref: str
+    received_at: datetime
+
+
+@dataclass(frozen=True)
+class RulePreview:
+    """Which of the org's ``examined`` newest messages a rule matches (``shown``: the first few).
+    ``unchecked``: test types the service cannot evaluate (it keeps no contact groups), taken as
+    passing; ``fields_now``: field tests read the contact's latest known fields."""
+
+    examined: int
+    matched: int
+    shown: list[PreviewMatch]
+    unchecked: list[str]
+    fields_now: bool

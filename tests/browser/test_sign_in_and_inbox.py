@@ -200,6 +200,17 @@ def test_an_administrator_invites_a_user(site, chromium, shots):
             page.goto(f"{base}/org/{tab}")
             assert page.evaluate("document.documentElement.scrollWidth") <= width
             page.screenshot(path=shots / f"org-{tab}{suffix}.png", full_page=True)
+        for tab, name in (("labels", "label"), ("partners", "partner")):
+            page.goto(f"{base}/org/{tab}")
+            page.locator(".messages .meta a").first.click()  # a label's, a partner's page
+            assert page.locator("#name").input_value()
+            if name == "label":
+                page.locator("#keywords").fill("help, respuesta")
+                page.locator("button[value=preview]").click()  # the rule's recent matches
+                assert page.locator(".rule-preview .message").count() == 2
+                assert identifying(page.content()) == []
+            assert page.evaluate("document.documentElement.scrollWidth") <= width
+            page.screenshot(path=shots / f"org-{name}{suffix}.png", full_page=True)
         context.close()
 
 

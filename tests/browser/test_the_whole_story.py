@@ -54,11 +54,11 @@ def test_the_whole_story(tmp_path, chromium, shots):
         admin.locator("#name").fill("U-Reporters")
         admin.locator("#description").fill("Everything U-Reporters write")
         admin.locator("#group").select_option(label="U-Reporters")
-        admin.locator("form:has(#group) button[type=submit]").click()
+        admin.locator("form:has(#group) button[value=save]").click()
         admin.locator("#name").fill("Poll step")
         admin.locator("#flow").select_option(label="U-Report Poll")
         admin.locator("#node").fill(STEP)
-        admin.locator("form:has(#group) button[type=submit]").click()
+        admin.locator("form:has(#group) button[value=save]").click()
         assert admin.get_by_text("Everything U-Reporters write").is_visible()
 
         admin.goto(demo.site + "/org/properties")

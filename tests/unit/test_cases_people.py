@@ -177,6 +177,25 @@ def test_an_admin_cannot_lock_themselves_out(world):
     assert response.status_code == 409
 
 
+def test_a_users_partner_changes_with_the_role_rules(world):
+    mine, theirs = world.partner("Mine"), world.partner("Theirs")
+    manager, agent = world.user(mine, role="manager"), world.user(mine)
+
+    def patch(person, user, body):
+        return world.call(person, "PATCH", f"/api/v1/users/{user.id}", body)
+
+    assert patch(manager, agent, {"partner": theirs}).status_code == 403  # not theirs to give
+    assert patch(manager, manager, {"partner": theirs}).status_code == 403
+    assert patch(world.admin, agent, {"partner": None}).status_code == 422  # agents have one
+    assert patch(world.admin, agent, {"role": "administrator"}).status_code == 422
+    moved = world.ok(patch(world.admin, agent, {"partner": theirs}))
+    assert moved["partner"]["id"] == theirs and moved["role"] == "agent"
+    promoted = world.ok(patch(world.admin, agent, {"role": "administrator", "partner": None}))
+    assert promoted["partner"] is None and promoted["role"] == "administrator"
+    me = world.call(world.admin, "PATCH", f"/api/v1/users/{world.admin.id}", {"partner": mine})
+    assert me.status_code == 409
+
+
 def test_emails_are_unique_per_org(world):
     body = {"name": "A", "email": "same@x.example", "role": "administrator"}
     world.ok(world.post(world.admin, "/api/v1/users", body), 201)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from tests.unit.test_ui_sign_in import browser, csrf, set_password
 
 
@@ -155,3 +157,335 @@ def test_properties_pick_suspend_groups_and_the_follow_up_flow(world):
     assert update.data["suspend_groups"] == ["g-bot"] and update.data["followup_flow"] == "f-1"
     bad = client.post("/org/properties", data={"csrf_token": token, "timezone": "Mars/Olympus"})
     assert bad.status_code == 400 and "timezone" in bad.text
+
+
+# --- a label's page: change, deactivate, delete -------------------------------------------------
+def test_a_label_is_changed_from_its_page_linked_from_the_list(world):
+    from shared import events as ev
+
+    label = world.label("violence")  # keywords: "ajuda"
+    client = admin_browser(world)
+    assert f'href="/org/labels/{label}"' in client.get("/org/labels").text
+    page = client.get(f"/org/labels/{label}").text
+    assert 'value="violence"' in page and 'value="ajuda"' in page  # the form, filled in
+    token = csrf(client, f"/org/labels/{label}")
+    saved = client.post(
+        f"/org/labels/{label}",
+        data={"csrf_token": token, "name": "Violence", "description": "d", "keywords": "socorro"},
+    )
+    assert saved.status_code == 302
+    [update] = world.events(ev.LABEL_UPDATED)
+    assert update.data["name"] == "Violence"
+    assert update.data["rule"] == [
+        {"type": "keywords", "quantifier": "any", "keywords": ["socorro"]}
+    ]
+    page = client.get(f"/org/labels/{label}").text
+    assert 'value="Violence"' in page and 'value="socorro"' in page
+
+
+def test_a_rule_the_simple_fields_cannot_say_is_shown_as_json(world):
+    rule = [{"type": "word_count", "minimum": 3}]
+    label = world.label("long", rule=rule)
+    page = admin_browser(world).get(f"/org/labels/{label}").text
+    assert "&#34;word_count&#34;" in page or "&quot;word_count&quot;" in page
+    assert "<details open>" in page
+
+
+def test_bad_label_changes_are_answered_inline_and_change_nothing(world):
+    from shared import events as ev
+
+    label = world.label("violence")
+    world.label("taken")
+    client = admin_browser(world)
+    token = csrf(client, f"/org/labels/{label}")
+    path = f"/org/labels/{label}"
+    blank = client.post(path, data={"csrf_token": token, "name": " ", "keywords": "x"})
+    assert blank.status_code == 400 and "Give the label a name." in blank.text
+    bad_rule = client.post(
+        path, data={"csrf_token": token, "name": "v", "advanced": '[{"type": "moon"}]'}
+    )
+    assert bad_rule.status_code == 400 and "The rule is not valid" in bad_rule.text
+    assert "moon" in bad_rule.text  # the form keeps what was typed
+    taken = client.post(path, data={"csrf_token": token, "name": "Taken", "keywords": "ajuda"})
+    assert taken.status_code == 400 and "Another label already has that name." in taken.text
+    assert world.events(ev.LABEL_UPDATED) == []
+
+
+def test_deactivate_activate_and_delete_after_asking_again(world):
+    from shared import events as ev
+
+    label = world.label("violence")
+    message = world.message([label])
+    client = admin_browser(world)
+    token = csrf(client, f"/org/labels/{label}")
+    assert (
+        client.post(f"/org/labels/{label}/deactivate", data={"csrf_token": token}).status_code
+        == 302
+    )
+    assert world.events(ev.LABEL_UPDATED)[-1].data["active"] is False
+    assert "Inactive" in client.get("/org/labels").text
+    client.post(f"/org/labels/{label}/activate", data={"csrf_token": token})
+    assert world.events(ev.LABEL_UPDATED)[-1].data["active"] is True
+    unconfirmed = client.post(f"/org/labels/{label}/delete", data={"csrf_token": token})
+    assert unconfirmed.status_code == 302 and world.events(ev.LABEL_DELETED) == []
+    assert "Tick the box" in client.get(f"/org/labels/{label}").text
+    deleted = client.post(
+        f"/org/labels/{label}/delete", data={"csrf_token": token, "confirm": "yes"}
+    )
+    assert deleted.status_code == 302 and len(world.events(ev.LABEL_DELETED)) == 1
+    assert client.get(f"/org/labels/{label}").status_code == 404
+    shown = world.ok(world.get(world.admin, f"/api/v1/messages/{message}"))
+    assert shown["labels"] == []  # taken off the message, as the API's DELETE does
+
+
+def test_only_administrators_see_a_label_or_partner_page(world):
+    label = world.label("violence")
+    partner = world.partner("Helpline")
+    manager = world.user(partner, role="manager")
+    client = browser(world)
+    set_password(world, client, manager)
+    token = csrf(client, "/org/users")
+    assert client.get(f"/org/labels/{label}").status_code == 404
+    assert client.get(f"/org/partners/{partner}").status_code == 404
+    refused = client.post(
+        f"/org/labels/{label}/delete", data={"csrf_token": token, "confirm": "yes"}
+    )
+    assert refused.status_code == 404
+    refused = client.post(f"/org/partners/{partner}", data={"csrf_token": token, "name": "X"})
+    assert refused.status_code == 404
+    assert admin_browser(world).get(f"/org/labels/{label}").status_code == 200
+    assert admin_browser(world).get("/org/labels/no-such-label").status_code == 404
+
+
+# --- the preview of a rule ----------------------------------------------------------------------
+def test_the_preview_lists_the_recent_messages_the_rule_matches(world):
+    from shared import events as ev
+
+    world.message(text="preciso de AJUDA agora", contact="c-1")
+    world.message(text="bom dia", contact="c-2")
+    world.message(text="ajuda, por favor", contact="c-3", simulation=True)
+    client = admin_browser(world)
+    token = csrf(client, "/org/labels")
+    answer = client.post(
+        "/org/labels",
+        data={"csrf_token": token, "name": "", "keywords": "ajuda", "action": "preview"},
+    )
+    assert answer.status_code == 200
+    assert "preciso de AJUDA agora" in answer.text and "bom dia" not in answer.text
+    assert "por favor" not in answer.text  # simulations are left out
+    assert "1 of the last 2 messages matches" in answer.text
+    assert 'value="ajuda"' in answer.text  # the form keeps its values
+    assert answer.text.count('class="contact"') == 1  # the pseudonym, and no URN:
+    assert "+55" not in answer.text and "whatsapp:" not in answer.text
+    assert world.events(ev.LABEL_CREATED) == []  # a preview saves nothing
+
+
+def test_the_preview_on_a_labels_page_and_what_it_cannot_check(world):
+    from shared import events as ev
+
+    label = world.label("violence")
+    world.message(text="socorro", fields={"state": "SP"})
+    world.message(text="socorro", fields={"state": "RJ"})
+    world.message(text="oi")
+    client = admin_browser(world)
+    token = csrf(client, f"/org/labels/{label}")
+    rule = (
+        '[{"type": "keywords", "quantifier": "any", "keywords": ["socorro"]},'
+        ' {"type": "groups", "quantifier": "any", "groups": ["g-bot"]},'
+        ' {"type": "field", "key": "state", "values": ["sp"]}]'
+    )
+    answer = client.post(
+        f"/org/labels/{label}",
+        data={"csrf_token": token, "name": "violence", "advanced": rule, "action": "preview"},
+    )
+    assert answer.status_code == 200
+    assert "1 of the last 3 messages matches" in answer.text
+    assert "Group conditions are not checked in the preview" in answer.text
+    assert "latest known fields" in answer.text
+    assert world.events(ev.LABEL_UPDATED) == []
+    bad = client.post(
+        f"/org/labels/{label}",
+        data={"csrf_token": token, "name": "v", "advanced": "[1", "action": "preview"},
+    )
+    assert bad.status_code == 400 and "The rule is not valid" in bad.text
+
+
+def test_preview_rule_in_the_service_layer(world):
+    from services.cases.domain import Forbidden
+    from services.cases.handlers import labels
+    from services.cases.handlers.access import authenticate
+
+    admin = authenticate(world.store, world.admin.token)
+    for number in range(30):
+        world.message(text=f"ajuda {number}")
+    world.message(text="nada")
+    rule = [{"type": "keywords", "quantifier": "any", "keywords": ["ajuda"]}]
+    preview = labels.preview_rule(world.store, admin, rule, examine=500, show=20)
+    assert (preview.examined, preview.matched, len(preview.shown)) == (31, 30, 20)
+    assert preview.shown[0].text == "ajuda 29"  # newest first
+    assert labels.preview_rule(world.store, admin, [], examine=500).matched == 0
+    only_groups = [{"type": "groups", "quantifier": "any", "groups": ["g"]}]
+    assert labels.preview_rule(world.store, admin, only_groups).matched == 0
+    assert labels.preview_rule(world.store, admin, only_groups).unchecked == ["groups"]
+    agent = authenticate(world.store, world.user(world.partner()).token)
+    with pytest.raises(Forbidden):
+        labels.preview_rule(world.store, agent, rule)
+
+
+# --- rules in words -----------------------------------------------------------------------------
+def test_rules_in_words_in_the_pages_language(world):
+    with_catalog(world)
+    world.label(
+        "mixed",
+        rule=[
+            {"type": "groups", "quantifier": "any", "groups": ["g-bot"]},
+            {"type": "keywords", "quantifier": "all", "keywords": ["ajuda", "agora"]},
+            {"type": "step", "steps": [{"flow": "f-1", "node": "n-1"}]},
+        ],
+    )
+    client = admin_browser(world)
+    english = client.get("/org/labels").text
+    assert "the contact is in the group “Bot”" in english  # the group's name, not its uuid
+    assert "“ajuda” and “agora”" in english
+    assert "of the flow “Activate chat”" in english
+    fr = world.app.extensions["upartners.catalogues"]["fr"]
+    fr._catalog["the contact is in the group %(group)s"] = "le contact est dans le groupe %(group)s"
+    french = client.get("/org/labels", headers={"Accept-Language": "fr"}).text
+    assert "le contact est dans le groupe “Bot”" in french
+    assert "“ajuda” et “agora”" in french  # the language's own way of listing
+    assert "the contact is in the group" not in french
+
+
+def test_rule_words_of_every_kind_of_test(world):
+    from services.cases.ui import rule_words
+
+    with world.app.test_request_context("/"):
+        describe = rule_words.describe
+        assert describe([]) == "Never matches: the rule has no conditions."
+        assert "at least 3 words" in describe([{"type": "word_count", "minimum": 3}])
+        assert "at least 1 word." in describe([{"type": "word_count", "minimum": 1}])
+        field = [{"type": "field", "key": "state", "values": ["SP", "RJ"]}]
+        assert "the contact field state is one of “SP” or “RJ”" in describe(field)
+        none = [{"type": "keywords", "quantifier": "none", "keywords": ["spam"]}]
+        assert "it does not have the keyword “spam”" in describe(none)
+        steps = [
+            {"type": "step", "steps": [{"flow": "a", "node": "b"}, {"flow": "c", "node": "d"}]}
+        ]
+        assert "one of 2 flow steps" in describe(steps)
+        groups = [{"type": "groups", "quantifier": "none", "groups": ["g1", "g2"]}]
+        assert describe(groups, {"g1": "Bot"}) == (
+            "A message gets this label when the contact is in none of the groups “Bot” or “g2”."
+        )
+
+
+# --- a partner's page ---------------------------------------------------------------------------
+def test_a_partner_is_changed_from_its_page(world):
+    label = world.label("violence")
+    partner = world.partner("Helpline")
+    world.partner("Shelter")
+    client = admin_browser(world)
+    assert f'href="/org/partners/{partner}"' in client.get("/org/partners").text
+    token = csrf(client, f"/org/partners/{partner}")
+    assert 'value="Helpline"' in client.get(f"/org/partners/{partner}").text
+    saved = client.post(
+        f"/org/partners/{partner}",
+        data={
+            "csrf_token": token,
+            "name": "Helpline 24h",
+            "description": "nights too",
+            "restricted": "on",
+            "labels": [label],
+        },
+    )
+    assert saved.status_code == 302
+    shown = world.ok(world.get(world.admin, f"/api/v1/partners/{partner}"))
+    assert shown["name"] == "Helpline 24h" and shown["description"] == "nights too"
+    assert shown["restricted"] is True and [ref["id"] for ref in shown["labels"]] == [label]
+    page = client.get(f"/org/partners/{partner}").text
+    assert f'value="{label}" checked' in page
+    blank = client.post(f"/org/partners/{partner}", data={"csrf_token": token, "name": ""})
+    assert blank.status_code == 400 and "Give the partner a name." in blank.text
+    taken = client.post(f"/org/partners/{partner}", data={"csrf_token": token, "name": "Shelter"})
+    assert taken.status_code == 400 and "Another partner already has that name." in taken.text
+    unknown = client.post(
+        f"/org/partners/{partner}", data={"csrf_token": token, "name": "X", "labels": ["nope"]}
+    )
+    assert unknown.status_code == 200 and "That could not be done." in unknown.text
+    assert world.ok(world.get(world.admin, f"/api/v1/partners/{partner}")) == shown
+
+
+# --- a user's role and partner ------------------------------------------------------------------
+def role_and_partner(world, person) -> tuple[str, str | None]:
+    shown = world.ok(world.get(world.admin, f"/api/v1/users/{person.id}"))
+    return shown["role"], (shown["partner"] or {}).get("id")
+
+
+def test_an_administrator_changes_a_users_role_and_partner(world):
+    helpline, shelter = world.partner("Helpline"), world.partner("Shelter")
+    agent = world.user(helpline, name="Ana")
+    client = admin_browser(world)
+    token = csrf(client, "/org/users")
+    assert f'id="role-{agent.id}"' in client.get("/org/users").text
+    changed = client.post(
+        f"/org/users/{agent.id}/change",
+        data={"csrf_token": token, "role": "manager", "partner": shelter},
+    )
+    assert changed.status_code == 302 and "Saved." in client.get("/org/users").text
+    assert role_and_partner(world, agent) == ("manager", shelter)
+    promoted = client.post(
+        f"/org/users/{agent.id}/change",
+        data={"csrf_token": token, "role": "administrator", "partner": ""},
+    )
+    assert promoted.status_code == 302
+    assert role_and_partner(world, agent) == ("administrator", None)
+
+
+def test_role_changes_the_api_refuses_are_refused_on_the_page(world):
+    helpline, shelter = world.partner("Helpline"), world.partner("Shelter")
+    agent = world.user(helpline, name="Ana")
+    client = admin_browser(world)
+    token = csrf(client, "/org/users")
+    itself = client.post(
+        f"/org/users/{world.admin.id}/change",
+        data={"csrf_token": token, "role": "agent", "partner": helpline},
+    )
+    assert itself.status_code == 302
+    assert "You cannot change your own role or partner." in client.get("/org/users").text
+    assert role_and_partner(world, world.admin) == ("administrator", None)
+    no_partner = client.post(
+        f"/org/users/{agent.id}/change", data={"csrf_token": token, "role": "agent", "partner": ""}
+    )
+    assert no_partner.status_code == 302
+    assert "managers and agents to one" in client.get("/org/users").text
+    bad_role = client.post(
+        f"/org/users/{agent.id}/change", data={"csrf_token": token, "role": "king"}
+    )
+    assert bad_role.status_code == 302
+    assert "Choose a role and a partner" in client.get("/org/users").text
+    assert role_and_partner(world, agent) == ("agent", helpline)
+    # a partner's manager: only their partner's users, and only the roles the API lets them give
+    manager = world.user(helpline, role="manager")
+    other = world.user(shelter)
+    manager_client = browser(world)
+    set_password(world, manager_client, manager)
+    token = csrf(manager_client, "/org/users")
+    page = manager_client.get("/org/users").text
+    assert 'value="administrator"' not in page and "Shelter" not in page
+    ok = manager_client.post(
+        f"/org/users/{agent.id}/change",
+        data={"csrf_token": token, "role": "manager", "partner": helpline},
+    )
+    assert ok.status_code == 302 and role_and_partner(world, agent) == ("manager", helpline)
+    for role, partner in (("administrator", ""), ("agent", shelter)):
+        refused = manager_client.post(
+            f"/org/users/{agent.id}/change",
+            data={"csrf_token": token, "role": role, "partner": partner},
+        )
+        assert refused.status_code == 302
+        assert "That could not be done." in manager_client.get("/org/users").text
+    assert role_and_partner(world, agent) == ("manager", helpline)
+    elsewhere = manager_client.post(
+        f"/org/users/{other.id}/change",
+        data={"csrf_token": token, "role": "manager", "partner": helpline},
+    )
+    assert elsewhere.status_code == 404 and role_and_partner(world, other) == ("agent", shelter)

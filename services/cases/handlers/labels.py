@@ -23,12 +23,15 @@ from services.cases.handlers.rows import case_label_ids, case_state, ensure_org,
 from services.cases.models import (
     Case,
     CaseLabel,
+    Contact,
     Label,
+    Message,
     MessageLabel,
     PartnerLabel,
 )
-from services.cases.views import LabelView
+from services.cases.views import LabelView, PreviewMatch, RulePreview
 from shared import events as ev
+from shared import rules
 from shared.db import new_id, utcnow
 from shared.rules import RuleError, describe_rule, parse_rule, rule_to_json
 from shared.uow import ServiceStore
@@ -162,6 +165,59 @@ def delete_label(store: ServiceStore, actor: Actor, label_id: str) -> None:
             apply_case_change(uow, session, case, change)
         label_changed(uow, label, ev.LABEL_DELETED)
         uow.commit()
+
+
+def preview_rule(
+    store: ServiceStore, actor: Actor, rule: Any, *, examine: int = 500, show: int = 20
+) -> RulePreview:
+    """Which of the org's newest ``examine`` received messages (simulations left out) a rule
+    would match, by the rule language itself. Cases keeps no contact groups, so group tests
+    cannot be evaluated here: they are reported in ``unchecked`` and taken as passing (a rule of
+    group tests only is not evaluated at all). Field tests read the contact's latest known
+    fields, which may differ from those the message came with."""
+    require_admin(actor)
+    try:
+        tests = parse_rule(rule)
+    except RuleError as exc:
+        raise Invalid({"rule": [str(exc)]}) from exc
+    checked = tuple(t for t in tests if not isinstance(t, rules.GroupsTest))
+    unchecked = sorted({t.type for t in tests} - {t.type for t in checked})
+    fields_now = any(isinstance(t, rules.FieldTest) for t in checked)
+    longest = max((t.longest for t in checked if isinstance(t, rules.KeywordsTest)), default=1)
+    field_keys = {t.key for t in checked if isinstance(t, rules.FieldTest)}
+    with store.unit_of_work() as uow:
+        rows = uow.session.execute(
+            select(Message, Contact.ref, Contact.fields)
+            .join(Contact, Contact.id == Message.contact_id)
+            .where(
+                Message.org == actor.org,
+                Message.received_at.is_not(None),
+                Message.simulation.is_(False),
+            )
+            .order_by(Message.received_at.desc(), Message.id.desc())
+            .limit(examine)
+        ).all()
+    matched: list[PreviewMatch] = []
+    count = 0
+    for message, ref, fields in rows:
+        if not checked:
+            break  # nothing to evaluate: an empty rule never matches, groups are unknown here
+        facts = rules.MessageFacts.of(
+            rules.Message(
+                text=message.text,
+                flow=message.flow_uuid,
+                node=message.node_uuid,
+                groups=frozenset(),
+                fields={k: v for k, v in (fields or {}).items() if isinstance(v, str)},
+            ),
+            longest,
+            field_keys,
+        )
+        if all(test.matches(facts) for test in checked):
+            count += 1
+            if len(matched) < show:
+                matched.append(PreviewMatch(message.id, message.text, ref, message.received_at))
+    return RulePreview(len(rows), count, matched, unchecked, fields_now)
 
 
 def _normalised_rule(rule: Any) -> list[dict[str, Any]]:

@@ -231,22 +231,25 @@ def update_user(
         session = uow.session
         user = load_user(session, actor, user_id)
         role = changes.get("role", user.role)
+        partner_id = changes.get("partner", user.partner_id)
         if user.id == actor.user_id and set(changes) <= {"name"}:
             pass  # everyone may rename themselves
         elif not (
             can_manage_user(actor, user.partner_id, user.role)
-            and can_manage_user(actor, user.partner_id, role)
+            and can_manage_user(actor, partner_id, role)
         ):
             raise Forbidden("Your role cannot change this user.")
-        if user.id == actor.user_id and (changes.get("active") is False or role != user.role):
-            raise Conflict("CANNOT_CHANGE_SELF", "You cannot deactivate or demote yourself.")
-        if role != user.role:
-            _check_role_partner(session, actor, role, user.partner_id)
+        moved = role != user.role or partner_id != user.partner_id
+        if user.id == actor.user_id and (changes.get("active") is False or moved):
+            raise Conflict("CANNOT_CHANGE_SELF", "You cannot deactivate, demote or move yourself.")
+        if moved:
+            _check_role_partner(session, actor, role, partner_id)
         if changes.get("active") is False and user.active:
             user.session_epoch += 1  # a deactivated user's web sessions end at once
         for key in ("name", "role", "active"):
             if key in changes:
                 setattr(user, key, changes[key])
+        user.partner_id = partner_id
         uow.commit()
         return _user_view(session, user)
 

@@ -1,35 +1,30 @@
 """The organization's people, for administrators and partners' managers: the users (invite one
-with a one-time sign-in link, make a new link, deactivate, activate) and, for administrators,
-the partners. Forms are loaded with the API's own schemas, so a page accepts exactly what
-``/api/v1`` would."""
+with a one-time sign-in link, make a new link, deactivate, activate, change a role or partner)
+and, for administrators, the partners (add, change) and the org's properties; the labels are in
+``label_pages.py``, on the same blueprint (``org_blueprint.py``). Forms are loaded with the
+API's own schemas, so a page accepts exactly what ``/api/v1`` would."""
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask, abort, flash, g, redirect, request, url_for
+from flask import Flask, abort, flash, g, redirect, request, url_for
 from marshmallow import ValidationError
 
-from services.cases.domain import ADMINISTRATOR, MANAGER, ROLES
+from services.cases.domain import ADMINISTRATOR, ROLES
 from services.cases.handlers import labels, org, people, sign_in
-from services.cases.schemas import LabelSchema, OrgSettingsSchema, PartnerSchema, UserSchema
-from services.cases.ui.pages import _, do, page, protect, store
-from shared.text import loads_json
-
-bp = Blueprint("ui_admin", __name__, url_prefix="/org")
-protect(bp)  # signed-in users only, CSRF, private headers: as every page
+from services.cases.schemas import (
+    OrgSettingsSchema,
+    PartnerChangesSchema,
+    PartnerSchema,
+    UserChangesSchema,
+    UserSchema,
+)
+from services.cases.ui import label_pages  # noqa: F401 (adds the labels' routes to bp)
+from services.cases.ui.org_blueprint import admins_only, attempt, bp, role_names
+from services.cases.ui.pages import _, do, page, store
 
 
 def register(app: Flask) -> None:
     app.register_blueprint(bp)
-
-
-@bp.before_request
-def _managers_only():
-    if g.get("signed_in") and g.signed_in.actor.role not in (ADMINISTRATOR, MANAGER):
-        abort(404)  # agents have no organization pages
-
-
-def _role_names() -> dict[str, str]:
-    return {"administrator": _("Administrator"), "manager": _("Manager"), "agent": _("Agent")}
 
 
 @bp.route("/users", methods=["GET", "POST"])
@@ -65,6 +60,30 @@ def user_command(user_id: str, command: str):
         change = {"active": command == "activate"}
         if do(lambda: people.update_user(store(), actor, user_id, change)) is not None:
             flash(_("Saved."), "done")
+    elif command == "change":
+        try:
+            change = UserChangesSchema().load(
+                {
+                    "role": request.form.get("role", ""),
+                    "partner": request.form.get("partner") or None,
+                }
+            )
+        except ValidationError:
+            flash(_("Choose a role and a partner from the lists."), "error")
+        else:
+            saved, problem = attempt(
+                lambda: people.update_user(store(), actor, user_id, change),
+                {
+                    "CANNOT_CHANGE_SELF": _("You cannot change your own role or partner."),
+                    "INVALID": _(
+                        "Administrators belong to no partner; managers and agents to one."
+                    ),
+                },
+            )
+            if problem:
+                flash(problem, "error")
+            elif saved is not None:
+                flash(_("Saved."), "done")
     else:
         abort(404)
     return redirect(url_for("ui_admin.users"))
@@ -89,8 +108,8 @@ def _users_page(error: str | None, link: dict[str, str] | None):
             for p in people.list_partners(store(), actor)
             if actor.role == ADMINISTRATOR or p.id == actor.partner_id
         ],
-        roles=[(role, _role_names()[role]) for role in roles],
-        role_names=_role_names(),
+        roles=[(role, role_names()[role]) for role in roles],
+        role_names=role_names(),
         error=error,
         link=link,
     )
@@ -127,79 +146,51 @@ def partners():
     )
 
 
-# --- labels -------------------------------------------------------------------------------------
-def _admins_only() -> None:
-    if not g.signed_in.actor.is_admin:
-        abort(404)
-
-
-@bp.route("/labels", methods=["GET", "POST"])
-def label_list():
-    _admins_only()
-    actor = g.signed_in.actor
+@bp.route("/partners/<partner_id>", methods=["GET", "POST"])
+def partner_page(partner_id: str):
+    admins_only()
+    actor, partner_id = g.signed_in.actor, partner_id[:64]
+    partner = people.get_partner(store(), actor, partner_id)  # NotFound: the Not found page
     error = None
+    form = {
+        "name": partner.name,
+        "description": partner.description,
+        "restricted": partner.restricted,
+        "labels": {label.id for label in partner.labels},
+    }
     if request.method == "POST":
-        rule = _rule_from_form()
+        form = {
+            "name": request.form.get("name", "").strip(),
+            "description": request.form.get("description", "").strip(),
+            "restricted": request.form.get("restricted") == "on",
+            "labels": set(request.form.getlist("labels")),
+        }
         try:
-            values = LabelSchema().load(
-                {
-                    "name": request.form.get("name", "").strip(),
-                    "description": request.form.get("description", "").strip(),
-                    "rule": rule,
-                }
-            )
-        except ValidationError as exc:
-            messages = exc.messages if isinstance(exc.messages, dict) else {}
-            if "rule" in messages:
-                error = _("The rule is not valid: %(why)s", why=_first(messages["rule"]))
-            else:
-                error = _("Give the label a name.")
+            values = PartnerChangesSchema().load({**form, "labels": sorted(form["labels"])})
+        except ValidationError:
+            error = _("Give the partner a name.")
         else:
-            if do(lambda: labels.create_label(store(), actor, values)) is not None:
+            taken = {"PARTNER_NAME_TAKEN": _("Another partner already has that name.")}
+            saved, error = attempt(
+                lambda: people.update_partner(store(), actor, partner_id, values), taken
+            )
+            if saved is not None:
                 flash(_("Saved."), "done")
-                return redirect(url_for("ui_admin.label_list"))
-    catalog = org.org_catalog(store(), actor)
+                return redirect(url_for("ui_admin.partner_page", partner_id=partner_id))
     return page(
-        "org_labels.html",
+        "org_partner.html",
         400 if error else 200,
+        partner=partner,
+        form=form,
         labels=labels.list_labels(store(), actor),
-        groups=catalog.groups,
-        flows=catalog.flows,
         error=error,
     )
-
-
-def _rule_from_form() -> list[dict]:
-    """The rule's tests from the form's simple fields (each one given is a test: all must pass),
-    or the advanced JSON as it is written."""
-    advanced = request.form.get("advanced", "").strip()
-    if advanced:
-        try:
-            return loads_json(advanced)
-        except ValueError:
-            return [{"type": "not JSON"}]
-    rule: list[dict] = []
-    if group := request.form.get("group"):
-        rule.append({"type": "groups", "quantifier": "any", "groups": [group[:64]]})
-    flow, node = request.form.get("flow"), request.form.get("node", "").strip()
-    if flow and node:
-        rule.append({"type": "step", "steps": [{"flow": flow[:64], "node": node[:64]}]})
-    keywords = [k.strip() for k in request.form.get("keywords", "").split(",") if k.strip()]
-    if keywords:
-        rule.append({"type": "keywords", "quantifier": "any", "keywords": keywords[:50]})
-    return rule
-
-
-def _first(messages) -> str:
-    while isinstance(messages, list | dict):
-        messages = next(iter(messages.values() if isinstance(messages, dict) else messages), "")
-    return str(messages)
 
 
 # --- properties ---------------------------------------------------------------------------------
 @bp.route("/properties", methods=["GET", "POST"])
 def properties():
-    _admins_only()
+    admins_only()
     actor = g.signed_in.actor
     error = None
     if request.method == "POST":
