@@ -109,6 +109,7 @@ def sample_body(victim, method, template):
         ("POST", "/api/v1/cases/{case_id}/notes"): {"note": "x"},
         ("POST", "/api/v1/cases/{case_id}/reassign"): {"user": None},
         ("PUT", "/api/v1/cases/{case_id}/labels"): {"labels": []},
+        ("PUT", "/api/v1/cases/{case_id}/summary"): {"summary": "Hijacked"},
         ("POST", "/api/v1/cases/{case_id}/reply"): {"text": "x"},
         ("POST", "/api/v1/cases/{case_id}/close"): {"note": "x"},
         ("POST", "/api/v1/cases/{case_id}/reopen"): {},
