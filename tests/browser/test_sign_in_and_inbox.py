@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import re
 
+from playwright.sync_api import expect
+
 from shared.logs import URN_SCHEMES
 from tests.cases_helpers import CONTACT_NAME, PHONE
 
@@ -62,23 +64,23 @@ def test_an_invited_agent_sets_a_password_and_reads_the_inbox(site, chromium, sh
     page.screenshot(path=shots / "set-password.png", full_page=True)
     page.get_by_role("button", name="Save and sign in").click()
     page.wait_for_url(base + "/inbox")
-    assert page.get_by_role("heading", name=re.compile("Inbox")).is_visible()
-    assert page.get_by_text("Please help me, I am scared.").is_visible()
-    assert page.get_by_text("another partner's message").count() == 0
+    expect(page.get_by_role("heading", name=re.compile("Inbox"))).to_be_visible()
+    expect(page.get_by_text("Please help me, I am scared.")).to_be_visible()
+    expect(page.get_by_text("another partner's message")).to_have_count(0)
     assert identifying(page.content()) == []
     page.screenshot(path=shots / "inbox.png", full_page=True)
     first = page.locator("li.message").filter(has_text="Please help me, I am scared.")
     first.get_by_role("button", name="Flag").click()
-    assert page.locator("li.message.flagged").count() == 1
+    expect(page.locator("li.message.flagged")).to_have_count(1)
     first = page.locator("li.message").filter(has_text="Please help me, I am scared.")
     first.get_by_text("Reply", exact=True).click()
     first.get_by_label("Your reply").fill("We are here. You are safe to talk.")
     first.screenshot(path=shots / "reply.png")
     first.get_by_role("button", name="Send").click()
-    assert page.get_by_role("status").is_visible()  # "Reply queued..."
-    assert page.get_by_text("Please help me, I am scared.").count() == 0  # archived
+    expect(page.get_by_role("status")).to_be_visible()  # "Reply queued..."
+    expect(page.get_by_text("Please help me, I am scared.")).to_have_count(0)  # archived
     page.get_by_role("link", name=re.compile("Sent")).click()
-    assert page.get_by_text("We are here. You are safe to talk.").is_visible()
+    expect(page.get_by_text("We are here. You are safe to talk.")).to_be_visible()
     assert identifying(page.content()) == []
     page.get_by_role("button", name="Sign out").click()
     page.wait_for_url(re.compile(r"/sign-in"))
@@ -102,12 +104,12 @@ def test_signing_in_on_a_phone_in_arabic(site, chromium, shots):
     page.get_by_label("البريد الإلكتروني").fill(email)
     page.get_by_label("كلمة المرور").fill("not the password")
     page.get_by_role("button", name="تسجيل الدخول").click()
-    assert page.get_by_role("alert").is_visible()
+    expect(page.get_by_role("alert")).to_be_visible()
     page.screenshot(path=shots / "sign-in-ar-phone.png", full_page=True)
     page.get_by_label("كلمة المرور").fill(PASSWORD)
     page.get_by_role("button", name="تسجيل الدخول").click()
     page.wait_for_url(base + "/inbox")
-    assert page.get_by_role("heading", name=re.compile("صندوق الوارد")).is_visible()
+    expect(page.get_by_role("heading", name=re.compile("صندوق الوارد"))).to_be_visible()
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 360, "nothing wider than the phone"
     assert identifying(page.content()) == []
@@ -144,14 +146,14 @@ def test_an_agent_opens_a_case_works_it_and_closes_it(site, chromium, shots):
         page.locator("details:has(#note) summary").click()
         page.locator("#note").fill("Talked to the school counsellor.")
         page.locator("form[action$='/note'] button[type=submit]").click()
-        assert page.get_by_text("Talked to the school counsellor.").is_visible()
+        expect(page.get_by_text("Talked to the school counsellor.")).to_be_visible()
         assert page.evaluate("document.documentElement.scrollWidth") <= viewport[0]
         assert identifying(page.content()) == []
         page.screenshot(path=shots / f"case{suffix}.png", full_page=True)
         page.locator("details:has(#final) summary").click()
         page.locator("#final").fill("Referred to a counsellor.")
         page.locator("form[action$='/close'] button[type=submit]").click()
-        assert page.locator(".state-closed").is_visible()
+        expect(page.locator(".state-closed")).to_be_visible()
         context.close()
 
 
@@ -207,7 +209,7 @@ def test_an_administrator_invites_a_user(site, chromium, shots):
             if name == "label":
                 page.locator("#keywords").fill("help, respuesta")
                 page.locator("button[value=preview]").click()  # the rule's recent matches
-                assert page.locator(".rule-preview .message").count() == 2
+                expect(page.locator(".rule-preview .message")).to_have_count(2)
                 assert identifying(page.content()) == []
             assert page.evaluate("document.documentElement.scrollWidth") <= width
             page.screenshot(path=shots / f"org-{name}{suffix}.png", full_page=True)
@@ -240,5 +242,5 @@ def test_new_messages_show_without_a_reload(site, chromium, shots):
     banner.wait_for(timeout=15000)
     page.screenshot(path=shots / "inbox-new-messages.png")
     banner.get_by_role("link").click()
-    assert page.get_by_text("Someone new writes").is_visible()
+    expect(page.get_by_text("Someone new writes")).to_be_visible()
     page.close()

@@ -12,6 +12,7 @@ import json
 import re
 
 import requests
+from playwright.sync_api import expect
 
 from fakes.rapidpro.seed import DEMO_CONTACT_AMINA, DEMO_TOKEN
 from tests.browser.test_sign_in_and_inbox import choose_password, identifying
@@ -59,13 +60,13 @@ def test_the_whole_story(tmp_path, chromium, shots):
         admin.locator("#flow").select_option(label="U-Report Poll")
         admin.locator("#node").fill(STEP)
         admin.locator("form:has(#group) button[value=save]").click()
-        assert admin.get_by_text("Everything U-Reporters write").is_visible()
+        expect(admin.get_by_text("Everything U-Reporters write")).to_be_visible()
 
         admin.goto(demo.site + "/org/properties")
         admin.get_by_label("Bot", exact=True).check()
         admin.locator("#followup_flow").select_option(label="Activate chat")
         admin.locator("form:has(#followup_flow) button[type=submit]").click()
-        assert admin.get_by_role("status").is_visible()
+        expect(admin.get_by_role("status")).to_be_visible()
 
         admin.goto(demo.site + "/org/partners")
         admin.locator("#name").fill("Helpline")
@@ -89,13 +90,14 @@ def test_the_whole_story(tmp_path, chromium, shots):
 
         eventually(labelled, "the labelled message in the helpline's inbox", timeout=20)
         message = agent.locator("li.message").first
-        assert "U-Reporters" in message.inner_text() and "Needs help" not in message.inner_text()
+        expect(message).to_contain_text("U-Reporters")
+        expect(message).not_to_contain_text("Needs help")
         assert identifying(agent.content()) == []
 
         message.get_by_text("Reply", exact=True).click()
         message.get_by_label("Your reply").fill("We read you. Are you safe now?")
         message.get_by_role("button", name="Send").click()
-        assert agent.get_by_text("they hurt me at school").count() == 0  # archived
+        expect(agent.get_by_text("they hurt me at school")).to_have_count(0)  # archived
 
         def delivered() -> bool:
             agent.goto(demo.site + "/inbox/sent")
@@ -121,7 +123,7 @@ def test_the_whole_story(tmp_path, chromium, shots):
         agent.get_by_text("Close the case").click()
         agent.locator("#final").fill("Referred to the school counsellor.")
         agent.locator("form[action$='/close'] button[type=submit]").click()
-        assert agent.locator(".state-closed").is_visible()
+        expect(agent.locator(".state-closed")).to_be_visible()
         eventually(lambda: "Bot" in groups_of_amina(demo), "Amina back in Bot", timeout=20)
 
         def followup_started() -> bool:
