@@ -6,11 +6,22 @@ Contacts are kept by their flow-engine uuid and a pseudonymous reference only: n
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import (
+    Boolean,
+    Date,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db import JSONType, UTCDateTime, created_at, utc_datetime, uuid_pk
@@ -286,6 +297,8 @@ class Case(Base):
     reopened_on: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     closed_on: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     close_count: Mapped[int] = mapped_column(Integer, default=0)
+    # The clock of its time measures (services/cases/stats.py: CaseClock), for statistics.
+    stats_clock: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     case_version: Mapped[int] = mapped_column(Integer, default=1)
 
 
@@ -331,6 +344,43 @@ class Notification(Base):
     actor_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"), default=None)
     created_at: Mapped[created_at]
     read_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+
+# --- statistics (services/cases/stats.py decides what counts; handlers/statistics.py stores) -----
+class StatFact(Base):
+    """One thing counted, once: its key (``in:<message>``, ``re:<reply>``, ``op:<action>``...)
+    is what makes counting idempotent. Durations keep their seconds, for medians."""
+
+    __tablename__ = "stat_facts"
+    __table_args__ = (
+        Index("ix_stat_facts_metric", "org", "metric", "at"),
+        Index("ix_stat_facts_user", "org", "user_id", "at"),
+    )
+
+    org: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(120), primary_key=True)
+    metric: Mapped[str] = mapped_column(String(32))
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    seconds: Mapped[float | None] = mapped_column(Float, default=None)
+    partner_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    user_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    labels: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    org_wide: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class StatCount(Base):
+    """Daily counts per org, partner, user or label (``scope_id`` "" for the org's own): how
+    many facts of a metric fell on that day in the org's timezone, and their seconds."""
+
+    __tablename__ = "stat_counts"
+
+    org: Mapped[str] = mapped_column(String(64), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    scope: Mapped[str] = mapped_column(String(8), primary_key=True)
+    scope_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    metric: Mapped[str] = mapped_column(String(32), primary_key=True)
+    n: Mapped[int] = mapped_column(Integer, default=0)
+    seconds: Mapped[float] = mapped_column(Float, default=0.0)
 
 
 Outbox, Inbox = ledgers(Base)

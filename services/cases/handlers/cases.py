@@ -12,6 +12,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+import services.cases.handlers.statistics as statistics
 from services.cases import domain
 from services.cases.domain import (
     Access,
@@ -128,18 +129,18 @@ def open_case(
                 raise
             return _existing_case(session, actor, org, existing)
         archived = _attach_messages(session, actor, case, source)
-        if source is not None:
-            inherited = message_label_ids(session, source.id)
-            session.add_all(CaseLabel(case_id=case.id, label_id=lid) for lid in inherited)
-        _record_action(
+        inherited = message_label_ids(session, source.id) if source is not None else set()
+        session.add_all(CaseLabel(case_id=case.id, label_id=lid) for lid in inherited)
+        action = _record_action(
             session,
             case,
             "open",
             actor,
             at=now,
             note=summary,
-            data=_assignment(assignee, assignee_user),
+            data={**_assignment(actor, assignee, assignee_user), "labels": sorted(inherited)},
         )
+        statistics.case_acted(uow, org, case, action)
         watch(session, case.id, {actor.user_id, case.user_id})
         if assignee_user is not None and assignee_user.id != actor.user_id:
             notify(session, case, "assigned", actor.user_id, [assignee_user.id])
@@ -226,8 +227,14 @@ def _attach_messages(
     return archived
 
 
-def _assignment(partner: Partner, user: User | None) -> dict[str, Any]:
-    return {"partner": person_ref(partner), "user": person_ref(user)}
+def _assignment(actor: Actor, partner: Partner, user: User | None) -> dict[str, Any]:
+    """Who a case goes to, and whether the partner gave it to itself (statistics measure no
+    first reply for that)."""
+    return {
+        "partner": person_ref(partner),
+        "user": person_ref(user),
+        "self_assigned": actor.partner_id == partner.id,
+    }
 
 
 def add_note(store: ServiceStore, actor: Actor, case_id: str, note: str) -> CaseView:
@@ -263,14 +270,15 @@ def reassign_case(
             (new_partner.id, new_user.id if new_user else None),
         )
         if change is not None:
-            _record_action(
+            action = _record_action(
                 session,
                 case,
                 "reassign",
                 actor,
                 at=utcnow(),
-                data=_assignment(new_partner, new_user),
+                data=_assignment(actor, new_partner, new_user),
             )
+            statistics.case_acted(uow, ensure_org(session, actor.org), case, action)
             apply_case_change(
                 uow,
                 session,
@@ -395,7 +403,9 @@ def close_case(store: ServiceStore, actor: Actor, case_id: str, note: str) -> Ca
         case, _ = load_case(session, actor, case_id, Access.UPDATE)
         now = utcnow()
         closed = domain.close_case(case_state(case), case.close_count, now)
-        _record_action(session, case, "close", actor, at=now, note=note)
+        action = _record_action(session, case, "close", actor, at=now, note=note)
+        labels = case_label_ids(session, case.id)
+        statistics.case_acted(uow, ensure_org(session, actor.org), case, action, labels)
         apply_case_change(
             uow,
             session,
@@ -424,7 +434,8 @@ def reopen_case(
             session.flush()  # the partial unique index: one open case per contact
         except IntegrityError as exc:
             raise Conflict("CONTACT_HAS_OPEN_CASE", "This contact has another open case.") from exc
-        _record_action(session, case, "reopen", actor, at=now, note=note)
+        action = _record_action(session, case, "reopen", actor, at=now, note=note)
+        statistics.case_acted(uow, ensure_org(session, actor.org), case, action)
         watch(session, case.id, [actor.user_id])
         notify(session, case, "reopened", actor.user_id, watchers(session, case.id))
         uow.commit()

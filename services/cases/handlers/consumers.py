@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+import services.cases.handlers.statistics as statistics
 from services.cases.domain import (
     merge_labeler_labels,
 )
@@ -122,6 +123,8 @@ def on_message_received(uow: UnitOfWork, event: Envelope) -> None:
         values["external_id"] = data["external_id"] or message.external_id
         for key, value in values.items():
             setattr(message, key, value)
+    if first_receipt:
+        statistics.message_received(uow, org, message, known_message_labels(session, message.id))
     if not first_receipt or message.case_id is not None:
         return
     if contact.id in cache_of(session).new_contacts:
@@ -156,7 +159,9 @@ def on_message_labeled(uow: UnitOfWork, event: Envelope) -> None:
         return
     current = known_message_labels(session, message.id)
     merged = merge_labeler_labels(current, set(message.labeler_labels), set(data["labels"]))
-    set_message_labels(session, message, current, existing_labels(session, org.key, merged))
+    wanted = existing_labels(session, org.key, merged)
+    set_message_labels(session, message, current, wanted)
+    statistics.message_labels_changed(uow, org, message, set(current), set(wanted))
     message.labelled = True
     message.labeler_labels = sorted(data["labels"])
     message.labeler_at = event.occurred_at

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import and_, exists, func, select
 from sqlalchemy.orm import Session
 
+import services.cases.handlers.statistics as statistics
 from services.cases.domain import (
     LOCK_DURATION,
     Actor,
@@ -259,6 +260,10 @@ def act_on_messages(
                         label_id=label_id if action in ("label", "unlabel") else None,
                     )
                 )
+        if action in ("label", "unlabel") and label_id is not None:
+            now_has = {label_id} if action == "label" else set()
+            for message in changed:
+                statistics.message_labels_changed(uow, org, message, {label_id} - now_has, now_has)
         if action == "archive":
             mirror_archive(uow, org, ev.MESSAGE_ARCHIVED, changed)
         elif action == "restore":

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+import services.cases.handlers.statistics as statistics
 from services.cases import domain
 from services.cases.domain import (
     Actor,
@@ -156,6 +157,7 @@ def delete_label(store: ServiceStore, actor: Actor, label_id: str) -> None:
             .where(CaseLabel.label_id == label.id)
         ).all()
         session.execute(delete(MessageLabel).where(MessageLabel.label_id == label.id))
+        statistics.label_deleted(session, label.org, label.id)
         session.execute(delete(CaseLabel).where(CaseLabel.label_id == label.id))
         session.execute(delete(PartnerLabel).where(PartnerLabel.label_id == label.id))
         for case in affected:  # the label left them: a change of their labels like any other

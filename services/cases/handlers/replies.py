@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+import services.cases.handlers.statistics as statistics
 from services.cases.domain import (
     Access,
     Actor,
@@ -89,6 +90,7 @@ def send(
         created_at=utcnow(),
     )
     uow.session.add(outgoing)
+    statistics.replied(uow, org, outgoing, case)
     uow.emit(
         ev.OUTGOING_REQUESTED,
         org=org.key,
