@@ -7,11 +7,12 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from services.cases import stats
 from services.cases.handlers import statistics
 from services.cases.models import CaseAction, Outgoing, StatCount, StatFact
+from services.cli import main as cli_main
 from tests.cases_helpers import message_labeled, message_received
 
 
@@ -195,3 +196,17 @@ def random_history(world, rng: random.Random, steps: int) -> None:
         if step == steps // 2:
             world.ok(world.call(world.admin, "DELETE", f"/api/v1/labels/{spare}"), 204)
             labels.remove(spare)
+
+
+def test_operators_rebuild_the_statistics_from_the_command_line(world, settings, monkeypatch):
+    random_history(world, random.Random(3), steps=40)
+    live = counts(world)
+    with world.store.unit_of_work() as uow:  # as if the statistics were lost
+        uow.session.execute(delete(StatCount))
+        uow.session.execute(delete(StatFact))
+        uow.session.commit()
+    assert counts(world) == {}
+    monkeypatch.setenv("UPARTNERS_DATA_DIR", str(settings.data_dir))
+    monkeypatch.delenv("UPARTNERS_DATABASE_URL", raising=False)
+    assert cli_main(["cases", "rebuild-stats"]) == 0
+    assert counts(world) == live
