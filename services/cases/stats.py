@@ -34,7 +34,19 @@ CLOSED = "closed"  # cases closed (per org, assignee partner, closing user, case
 FIRST_REPLY = "first_reply"  # org meaning: case opened -> first reply
 PARTNER_FIRST_REPLY = "partner_first_reply"  # assignment to a partner -> its first reply
 TIME_TO_CLOSE = "time_to_close"  # latest assignment -> close
-METRICS = (INCOMING, REPLIES, OPENED, CLOSED, FIRST_REPLY, PARTNER_FIRST_REPLY, TIME_TO_CLOSE)
+REASSIGNED = "reassigned"  # reassignments (per org, the new partner, the reassigning user)
+NOTES = "notes"  # notes added (per org, the case's assignee partner, the writer)
+METRICS = (
+    INCOMING,
+    REPLIES,
+    OPENED,
+    CLOSED,
+    FIRST_REPLY,
+    PARTNER_FIRST_REPLY,
+    TIME_TO_CLOSE,
+    REASSIGNED,
+    NOTES,
+)
 DURATIONS = (FIRST_REPLY, PARTNER_FIRST_REPLY, TIME_TO_CLOSE)
 
 ORG, PARTNER, USER, LABEL = "org", "partner", "user", "label"  # the scopes of a count
@@ -150,10 +162,19 @@ def case_opened(
 
 
 def case_reassigned(
-    clock: CaseClock, action_id: str, at: datetime, partner: str, self_assigned: bool
+    clock: CaseClock,
+    action_id: str,
+    at: datetime,
+    partner: str,
+    user: str | None,
+    self_assigned: bool,
 ) -> list[Fact]:
     _assign(clock, f"pfr:{action_id}", at, partner, self_assigned)
-    return []
+    return [Fact(f"ra:{action_id}", REASSIGNED, at, partner=partner, user=user)]
+
+
+def case_noted(action_id: str, at: datetime, partner: str, user: str | None) -> list[Fact]:
+    return [Fact(f"nt:{action_id}", NOTES, at, partner=partner, user=user)]
 
 
 def case_reopened(clock: CaseClock, action_id: str, at: datetime, partner: str) -> list[Fact]:

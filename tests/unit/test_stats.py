@@ -60,6 +60,7 @@ def test_a_small_history_counted_by_hand(world):
     path = f"/api/v1/cases/{case['id']}"
     world.ok(world.post(h["agent"], f"{path}/reply", {"text": "Olá"}), 201)
     world.ok(world.post(h["agent"], f"{path}/reply", {"text": "Ainda aí?"}), 201)
+    world.ok(world.post(h["agent"], f"{path}/notes", {"note": "called the school"}), 201)
     world.ok(world.post(world.admin, f"{path}/reassign", {"partner": h["other"]}))
     world.ok(world.post(h["teacher"], f"{path}/reply", {"text": "Sou da escola"}), 201)
     world.ok(world.post(h["teacher"], f"{path}/close", {"note": "done"}))
@@ -68,6 +69,9 @@ def test_a_small_history_counted_by_hand(world):
     assert totals(world, stats.CLOSED, "partner", h["other"]) == 1
     assert totals(world, stats.OPENED, "label", h["label"]) == 1  # the message's label
     assert totals(world, stats.REPLIES) == 3
+    assert totals(world, stats.NOTES, "user", h["agent"].id) == 1
+    assert totals(world, stats.REASSIGNED, "partner", h["other"]) == 1
+    assert totals(world, stats.REASSIGNED, "user", world.admin.id) == 1
     assert totals(world, stats.REPLIES, "user", h["agent"].id) == 2
     assert totals(world, stats.FIRST_REPLY) == 1  # the org's: one per case
     # Each partner's first reply after its assignment: the helpline's and the school's.
@@ -185,8 +189,10 @@ def random_history(world, rng: random.Random, steps: int) -> None:
             partner = rng.choice(list(people))
             doer = rng.choice([world.admin, *people.values()])
             what = rng.random()
-            if what < 0.4:
+            if what < 0.3:
                 world.post(doer, f"{path}/reply", {"text": "r"})
+            elif what < 0.4:
+                world.post(doer, f"{path}/notes", {"note": "n"})
             elif what < 0.6:
                 world.post(world.admin, f"{path}/reassign", {"partner": partner})
             elif what < 0.8:

@@ -32,7 +32,7 @@ def test_a_reassignment_starts_the_new_partners_clock():
     clock = stats.CaseClock()
     stats.case_opened(clock, "a1", at(0), "helpline", "admin", False, [])
     stats.case_replied(clock, "o1", at(1), "helpline", "ana")
-    stats.case_reassigned(clock, "a2", at(5), "school", False)
+    stats.case_reassigned(clock, "a2", at(5), "school", "admin", False)
     # A reply of the old partner is not the new one's first reply.
     assert stats.case_replied(clock, "o2", at(6), "helpline", "ana") == []
     [fact] = stats.case_replied(clock, "o3", at(8), "school", "bia")
@@ -50,7 +50,7 @@ def test_self_assigned_cases_measure_no_partner_first_reply():
 def test_time_to_close_runs_from_the_latest_assignment_and_reopening_restarts_it():
     clock = stats.CaseClock()
     stats.case_opened(clock, "a1", at(0), "helpline", "admin", False, [])
-    stats.case_reassigned(clock, "a2", at(4), "school", False)
+    stats.case_reassigned(clock, "a2", at(4), "school", "admin", False)
     facts = by_metric(stats.case_closed(clock, "a3", at(10), "school", "bia", ["x"]))
     assert facts[stats.TIME_TO_CLOSE].seconds == 6 * 3600
     assert facts[stats.CLOSED].labels == ("x",)

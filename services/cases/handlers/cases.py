@@ -243,6 +243,7 @@ def add_note(store: ServiceStore, actor: Actor, case_id: str, note: str) -> Case
         case, _ = load_case(session, actor, case_id, Access.UPDATE)
         noted = domain.add_note(case_state(case))
         action = _record_action(session, case, "note", actor, at=utcnow(), note=note)
+        statistics.case_acted(uow, ensure_org(session, actor.org), case, action)
         apply_case_change(uow, session, case, noted, note_id=action.id)
         notify(session, case, "note", actor.user_id, watchers(session, case.id))
         uow.commit()

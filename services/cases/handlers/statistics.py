@@ -201,8 +201,8 @@ def replied(uow: UnitOfWork, org: Org, outgoing: Outgoing, case: Case | None) ->
 def case_acted(
     uow: UnitOfWork, org: Org, case: Case, action: CaseAction, labels: Iterable[str] = ()
 ) -> None:
-    """An open, reassign, reopen or close of the case (``labels``: the case's, for a close):
-    its clock moves, facts may follow."""
+    """An open, reassign, note, reopen or close of the case (``labels``: the case's, for a
+    close): its clock may move, facts may follow."""
     clock = stats.CaseClock.from_json(case.stats_clock)
     if action.kind == "open":
         labels = _labels_of(action)
@@ -228,7 +228,9 @@ def _case_facts(
             clock, action.id, at, assigned, action.user_id, self_assigned, labels
         )
     if action.kind == "reassign":
-        return stats.case_reassigned(clock, action.id, at, assigned, self_assigned)
+        return stats.case_reassigned(clock, action.id, at, assigned, action.user_id, self_assigned)
+    if action.kind == "note":
+        return stats.case_noted(action.id, at, partner, action.user_id)
     if action.kind == "reopen":
         return stats.case_reopened(clock, action.id, at, partner)
     if action.kind == "close":
@@ -297,7 +299,7 @@ def _case_history(session: Session, org: Org, live: set[str]) -> Iterable[stats.
         .join(Case, Case.id == CaseAction.case_id)
         .where(
             Case.org == org.key,
-            CaseAction.kind.in_(("open", "reassign", "reopen", "close", "labels")),
+            CaseAction.kind.in_(("open", "reassign", "reopen", "close", "note", "labels")),
         )
     ):
         events.setdefault(action.case_id, []).append((action.created_at, 0, action.id, action))
