@@ -17,7 +17,7 @@ import re
 import types
 import typing
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from apispec import APISpec
@@ -210,6 +210,8 @@ def _type_schema(hint: Any, components: dict[str, Any]) -> dict[str, Any]:
         str: {"type": "string"},
         bool: {"type": "boolean"},
         int: {"type": "integer"},
+        float: {"type": "number"},
         datetime: {"type": "string", "format": "date-time"},
+        date: {"type": "string", "format": "date"},
     }
     return dict(simple.get(hint, {}))

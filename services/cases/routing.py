@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable
-from datetime import datetime
+from datetime import date
 from typing import Any
 
 from flask import Blueprint, current_app, g, jsonify, request
@@ -101,7 +101,7 @@ def to_json(value: Any) -> Any:
     """Views are dataclasses: their field names are the JSON keys."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, datetime):
+    if isinstance(value, date):  # and datetime
         return value.isoformat()
     if isinstance(value, list | tuple):
         return [to_json(item) for item in value]

@@ -82,13 +82,14 @@ def _write(session: Session, items: list[tuple[str, str, str, Any]]) -> None:
 
 def _add_up(totals: dict, org: str, timezone: str, fact: stats.Fact, sign: int) -> None:
     for inc in stats.increments(fact, timezone):
-        total = totals.setdefault((org, inc.day, inc.scope, inc.scope_id, inc.metric), [0, 0.0])
+        total = totals.setdefault((org, inc.scope, inc.scope_id, inc.day, inc.metric), [0, 0.0])
         total[0] += sign * inc.n
         total[1] += sign * inc.seconds
 
 
 def _upsert_counts(session: Session, totals: dict[tuple[Any, ...], list[float]]) -> None:
-    """One upsert in key order: two transactions lock shared rows in the same order."""
+    """One upsert in key order (the table's): two transactions lock shared rows in the same
+    order."""
     rows = [
         {
             "org": org,
@@ -99,14 +100,14 @@ def _upsert_counts(session: Session, totals: dict[tuple[Any, ...], list[float]])
             "n": int(n),
             "seconds": seconds,
         }
-        for (org, day, scope, scope_id, metric), (n, seconds) in sorted(totals.items())
+        for (org, scope, scope_id, day, metric), (n, seconds) in sorted(totals.items())
         if n or seconds
     ]
     for chunk in _chunks(rows):
         statement = insert_statement(session, StatCount).values(chunk)
         session.execute(
             statement.on_conflict_do_update(
-                index_elements=["org", "day", "scope", "scope_id", "metric"],
+                index_elements=["org", "scope", "scope_id", "day", "metric"],
                 set_={
                     "n": StatCount.n + statement.excluded.n,
                     "seconds": StatCount.seconds + statement.excluded.seconds,

@@ -42,13 +42,13 @@ def upgrade() -> None:
     op.create_table(
         'stat_counts',
         sa.Column('org', sa.String(length=64), nullable=False),
-        sa.Column('day', sa.Date(), nullable=False),
         sa.Column('scope', sa.String(length=8), nullable=False),
         sa.Column('scope_id', sa.String(length=36), nullable=False),
+        sa.Column('day', sa.Date(), nullable=False),
         sa.Column('metric', sa.String(length=32), nullable=False),
         sa.Column('n', sa.Integer(), nullable=False),
         sa.Column('seconds', sa.Float(), nullable=False),
-        sa.PrimaryKeyConstraint('org', 'day', 'scope', 'scope_id', 'metric'),
+        sa.PrimaryKeyConstraint('org', 'scope', 'scope_id', 'day', 'metric'),
     )
     with op.batch_alter_table('cases') as batch:
         batch.add_column(sa.Column('stats_clock', JSON, nullable=False, server_default='{}'))
