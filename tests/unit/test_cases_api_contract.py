@@ -313,7 +313,9 @@ def test_every_operation_answers_as_documented_at_least_once(world):
     ok(agent, "POST", "/messages/actions", {"action": "unflag", "messages": [message]})
     ok(agent, "POST", f"/messages/{message}/lock")
     ok(agent, "DELETE", f"/messages/{message}/lock")
-    answer = ok(admin, "POST", "/answers", {"question": "Hi?", "answer": "Hello", "labels": [label]})
+    answer = ok(
+        admin, "POST", "/answers", {"question": "Hi?", "answer": "Hello", "labels": [label]}
+    )
     ok(admin, "POST", "/answers/import", {"csv": "question,answer,labels\nBye?,Bye,tour\n"})
     ok(agent, "GET", "/answers", q="hel", language="pt")
     ok(agent, "GET", f"/answers/{answer['id']}", language="es")
