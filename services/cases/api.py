@@ -9,7 +9,10 @@ from typing import Any
 
 from flask import Flask
 
-from services.cases import openapi
+from services.cases import (
+    answers_api,  # noqa: F401 (registers the answers' routes)
+    openapi,
+)
 from services.cases import schemas as s
 from services.cases import views as v
 from services.cases.domain import CasesError, InvalidCursor
@@ -349,13 +352,15 @@ def act_on_message(message_id: str, body):
 @route(
     "post",
     "/messages/<id:message_id>/reply",
-    "Answer the contact; archives the message; emits outgoing.requested.",
+    "Answer the contact; archives the message; emits outgoing.requested. `answer`: the "
+    "ready-made answer the text started from (required of partners where the org says so: "
+    "400 ANSWER_REQUIRED).",
     body=s.ReplySchema,
     answer=v.OutgoingView,
     status=201,
 )
 def reply_to_message(message_id: str, body):
-    return replies.reply_to_message(store(), actor(), message_id, body["text"])
+    return replies.reply_to_message(store(), actor(), message_id, body["text"], body.get("answer"))
 
 
 @route(
@@ -469,14 +474,14 @@ def set_case_labels(case_id: str, body):
 @route(
     "post",
     "/cases/<id:case_id>/reply",
-    "Message the contact; emits outgoing.requested.",
+    "Message the contact; emits outgoing.requested. `answer`: as for a message's reply.",
     WORKERS,
     body=s.ReplySchema,
     answer=v.OutgoingView,
     status=201,
 )
 def reply_in_case(case_id: str, body):
-    return cases.reply_in_case(store(), actor(), case_id, body["text"])
+    return cases.reply_in_case(store(), actor(), case_id, body["text"], body.get("answer"))
 
 
 @route(

@@ -53,6 +53,15 @@ class Invalid(CasesError):
         self.fields = fields
 
 
+class Refused(CasesError):
+    """A well-formed request the org's rules refuse as it stands (a partner's reply that does not
+    say which ready-made answer it started from, when the org requires one): a 400 with ``code``."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 class TooManyAttempts(CasesError):
     """Too many failed sign-ins for this account or address: wait."""
 

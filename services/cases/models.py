@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -57,6 +58,8 @@ class Org(Base):
     mirror_archive: Mapped[bool] = mapped_column(Boolean, default=False)
     display_field: Mapped[str | None] = mapped_column(String(64), default=None)
     warning_days: Mapped[int | None] = mapped_column(Integer, default=7)
+    # Partners (not administrators) must start each reply from a ready-made answer.
+    must_use_answers: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # Keys the contact pseudonyms: without it a reference cannot be traced back to a contact.
     pseudonym_salt: Mapped[str] = mapped_column(String(64))
     org_version: Mapped[int] = mapped_column(Integer, default=0)
@@ -174,6 +177,43 @@ class Label(Base):
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 
 
+# --- ready-made answers ------------------------------------------------------------------------
+class Answer(Base):
+    """A ready-made answer of the org (an FAQ, a canned response): a question, the answer's text
+    and, optionally, the language they are written in; translations beside it."""
+
+    __tablename__ = "answers"
+    __table_args__ = (Index("ix_answers_org", "org", "question"),)
+
+    id: Mapped[uuid_pk]
+    org: Mapped[str] = mapped_column(ForeignKey("orgs.key"))
+    question: Mapped[str] = mapped_column(String(500))
+    answer: Mapped[str] = mapped_column(Text)
+    language: Mapped[str | None] = mapped_column(String(16), default=None)
+    created_at: Mapped[created_at]
+
+
+class AnswerLabel(Base):
+    """The labels of an answer: a restricted partner sees answers with none or one of its own."""
+
+    __tablename__ = "answer_labels"
+    __table_args__ = (Index("ix_answer_labels_label", "label_id", "answer_id"),)
+
+    answer_id: Mapped[str] = mapped_column(ForeignKey("answers.id"), primary_key=True)
+    label_id: Mapped[str] = mapped_column(ForeignKey("labels.id"), primary_key=True)
+
+
+class AnswerTranslation(Base):
+    """An answer's question and text in one more language."""
+
+    __tablename__ = "answer_translations"
+
+    answer_id: Mapped[str] = mapped_column(ForeignKey("answers.id"), primary_key=True)
+    language: Mapped[str] = mapped_column(String(16), primary_key=True)
+    question: Mapped[str] = mapped_column(String(500))
+    answer: Mapped[str] = mapped_column(Text)
+
+
 # --- contacts and messages ----------------------------------------------------------------------
 class Contact(Base):
     """A contact as partners know it: a pseudonymous reference, plus the contact fields of its
@@ -269,6 +309,8 @@ class Outgoing(Base):
     partner_id: Mapped[str | None] = mapped_column(ForeignKey("partners.id"), default=None)
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
     text: Mapped[str] = mapped_column(Text)
+    # The ready-made answer the reply started from (no foreign key: answers may be deleted).
+    answer_id: Mapped[str | None] = mapped_column(String(36), default=None)
     delivery: Mapped[str] = mapped_column(String(16), default="pending")
     failure: Mapped[str | None] = mapped_column(Text, default=None)
     sent_on: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)

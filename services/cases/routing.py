@@ -28,6 +28,7 @@ from services.cases.domain import (
     Invalid,
     InvalidCursor,
     NotFound,
+    Refused,
 )
 from services.cases.handlers import access
 from shared.http import ApiError, error_response
@@ -44,11 +45,12 @@ TOKEN_OWNERS = "the user, administrators, their partner's managers"
 
 class IdConverter(BaseConverter):
     """A path id: at most 64 characters, no NUL (which PostgreSQL cannot compare), and not one
-    of the fixed words that stand beside ids (``/messages/actions``, ``/messages/counts``): else
+    of the fixed words that stand beside ids (``/messages/actions``, ``/messages/counts``,
+    ``/answers/import``): else
     ``GET /messages/actions`` would read a message called "actions", and the ``Allow`` header of
     ``/messages/actions`` would offer GET."""
 
-    regex = r"(?!(?:actions|counts)(?![^/]))[^/\x00]{1,64}"
+    regex = r"(?!(?:actions|counts|import)(?![^/]))[^/\x00]{1,64}"
 
 
 def cases_error(exc: CasesError):
@@ -60,6 +62,8 @@ def cases_error(exc: CasesError):
         return error_response(409, exc.code, str(exc))
     if isinstance(exc, Invalid):
         return error_response(422, "INVALID_FIELDS", str(exc), exc.fields)
+    if isinstance(exc, Refused):
+        return error_response(400, exc.code, str(exc))
     raise exc
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
+from services.cases import answers_domain as answers
 from services.cases.domain import FOLDERS, MESSAGE_ACTIONS, ROLES
 from shared.rules import RuleError, parse_rule
 from shared.text import find_bad_strings, has_forbidden_chars
@@ -106,6 +107,7 @@ class OrgSettingsSchema(_Strict):
     mirror_archive = fields.Boolean()
     display_field = Text(allow_none=True, validate=validate.Length(max=64))
     warning_days = fields.Integer(allow_none=True, validate=validate.Range(min=1, max=3650))
+    must_use_answers = fields.Boolean()
 
 
 # --- partners, users, tokens --------------------------------------------------------------------
@@ -193,6 +195,7 @@ class BulkMessageActionSchema(MessageActionSchema):
 
 class ReplySchema(_Strict):
     text = Text(required=True, validate=validate.Length(max=4096))
+    answer = Id()  # the ready-made answer the text started from (required by must_use_answers)
 
 
 # --- cases --------------------------------------------------------------------------------------
@@ -253,3 +256,68 @@ class TimelineQuery(_Page):
 
 class NotificationQuery(_Page):
     unread = fields.Boolean(load_default=False)
+
+
+# --- ready-made answers -------------------------------------------------------------------------
+class Language(Text):
+    """A language code (``pt``, ``es``, ``pt-br``...), stored lower case with ``-``."""
+
+    default_error_messages = {"language": f"Must be {answers.LANGUAGE_RULE}."}
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        code = answers.language_code(super()._deserialize(value, attr, data, **kwargs))
+        if code is None:
+            raise self.make_error("language")
+        return code
+
+
+class AnswerTranslationSchema(_Strict):
+    language = Language(required=True)
+    question = Text(required=True, validate=validate.Length(max=answers.MAX_QUESTION))
+    answer = Text(required=True, validate=validate.Length(max=answers.MAX_ANSWER))
+
+
+def _one_per_language(translations: list[dict[str, Any]]) -> None:
+    languages = [t["language"] for t in translations]
+    if len(set(languages)) != len(languages):
+        raise ValidationError("One translation per language.")
+
+
+class AnswerSchema(_Strict):
+    question = Text(required=True, validate=validate.Length(max=answers.MAX_QUESTION))
+    answer = Text(required=True, validate=validate.Length(max=answers.MAX_ANSWER))
+    language = Language(allow_none=True, load_default=None)
+    labels = fields.List(Id(), load_default=list, validate=validate.Length(max=answers.MAX_LABELS))
+    translations = fields.List(
+        fields.Nested(AnswerTranslationSchema),
+        load_default=list,
+        validate=[validate.Length(max=answers.MAX_TRANSLATIONS), _one_per_language],
+    )
+
+
+class AnswerChangesSchema(_Strict):
+    question = Text(validate=validate.Length(max=answers.MAX_QUESTION))
+    answer = Text(validate=validate.Length(max=answers.MAX_ANSWER))
+    language = Language(allow_none=True)
+    labels = fields.List(Id(), validate=validate.Length(max=answers.MAX_LABELS))
+    translations = fields.List(
+        fields.Nested(AnswerTranslationSchema),
+        validate=[validate.Length(max=answers.MAX_TRANSLATIONS), _one_per_language],
+    )
+
+
+class AnswerQuery(_Strict):
+    q = Text(validate=validate.Length(max=200))
+    label = Id()
+    language = Language()
+    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=500))
+
+
+class AnswerTextQuery(_Strict):
+    language = Language()
+
+
+class AnswerImportSchema(_Strict):
+    csv = fields.String(
+        required=True, validate=validate.Length(min=1, max=answers.MAX_IMPORT_CHARS)
+    )

@@ -40,6 +40,7 @@ class OrgView:
     mirror_archive: bool
     display_field: str | None
     warning_days: int | None
+    must_use_answers: bool
     org_version: int
 
 
@@ -254,3 +255,31 @@ class RulePreview:
     shown: list[PreviewMatch]
     unchecked: list[str]
     fields_now: bool
+
+
+@dataclass(frozen=True)
+class AnswerTextView:
+    language: str | None
+    question: str
+    answer: str
+
+
+@dataclass(frozen=True)
+class AnswerView:
+    """A ready-made answer: its default text (``language``: the one it is written in, None when
+    unsaid), its labels (those the caller sees), its translations, and ``text``: the text in the
+    language asked for (``?language=``), or the default text."""
+
+    id: str
+    question: str
+    answer: str
+    language: str | None
+    labels: list[Ref]
+    translations: list[AnswerTextView]
+    text: AnswerTextView
+
+
+@dataclass(frozen=True)
+class AnswerImportView:
+    imported: int
+    answers: list[AnswerView]

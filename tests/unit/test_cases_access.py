@@ -39,7 +39,16 @@ def victim(world):
     )
     notification = world.ok(world.get(manager, "/api/v1/notifications"))["items"][0]
     ref = world.ok(world.get(agent, f"/api/v1/messages/{in_inbox}"))["contact"]["ref"]
+    answer = world.ok(
+        world.post(
+            world.admin,
+            "/api/v1/answers",
+            {"question": "pergunta secreta?", "answer": "resposta", "labels": [label_a]},
+        ),
+        201,
+    )
     return {
+        "answer": answer["id"],
         "label": label_a,
         "partner": partner_a,
         "agent": agent,
@@ -75,6 +84,7 @@ def path_values(victim):
         "message_id": victim["message"],
         "case_id": victim["case"],
         "notification_id": victim["notification"],
+        "answer_id": victim["answer"],
     }
 
 
@@ -116,6 +126,9 @@ def sample_body(victim, method, template):
         ("PUT", "/api/v1/cases/{case_id}/watch"): {},
         ("POST", "/api/v1/notifications/read"): {},
         ("POST", "/api/v1/notifications/{notification_id}/read"): {},
+        ("POST", "/api/v1/answers"): {"question": "Intruder?", "answer": "x"},
+        ("POST", "/api/v1/answers/import"): {"csv": "question,answer\nIntruder?,x\n"},
+        ("PATCH", "/api/v1/answers/{answer_id}"): {"question": "Hijacked?"},
     }
     if method in ("GET", "DELETE"):
         return None
@@ -143,6 +156,7 @@ def secrets_of(victim):
         victim["label"],
         victim["token"]["id"],
         victim["notification"],
+        victim["answer"],
         victim["agent"].id,
         victim["manager"].id,
         "secreto",
@@ -206,6 +220,8 @@ def snapshot(world, victim):
             world.ok(world.get(manager, "/api/v1/notifications")),
             world.ok(world.get(admin, "/api/v1/org")),
             world.ok(world.get(admin, "/api/v1/users")),
+            world.ok(world.get(admin, f"/api/v1/answers/{victim['answer']}")),
+            world.ok(world.get(admin, "/api/v1/answers")),
         ],
         sort_keys=True,
     )

@@ -111,6 +111,9 @@ def ids_of(world):
         "message_id": message,
         "case_id": case["id"],
         "notification_id": notification,
+        "answer_id": world.ok(
+            world.post(world.admin, "/api/v1/answers", {"question": "q?", "answer": "a"}), 201
+        )["id"],
     }
 
 
@@ -310,7 +313,15 @@ def test_every_operation_answers_as_documented_at_least_once(world):
     ok(agent, "POST", "/messages/actions", {"action": "unflag", "messages": [message]})
     ok(agent, "POST", f"/messages/{message}/lock")
     ok(agent, "DELETE", f"/messages/{message}/lock")
-    ok(agent, "POST", f"/messages/{other}/reply", {"text": "hello"})
+    answer = ok(
+        admin, "POST", "/answers", {"question": "Hi?", "answer": "Hello", "labels": [label]}
+    )
+    ok(admin, "POST", "/answers/import", {"csv": "question,answer,labels\nBye?,Bye,tour\n"})
+    ok(agent, "GET", "/answers", q="hel", language="pt")
+    ok(agent, "GET", f"/answers/{answer['id']}", language="es")
+    ok(admin, "PATCH", f"/answers/{answer['id']}", {"translations": []})
+    ok(agent, "POST", f"/messages/{other}/reply", {"text": "hello", "answer": answer["id"]})
+    ok(admin, "DELETE", f"/answers/{answer['id']}")
     case = ok(agent, "POST", "/cases", {"summary": "tour", "partner": partner, "message": message})
     path = f"/cases/{case['id']}"
     ok(agent, "GET", "/cases")

@@ -23,6 +23,7 @@ from services.cases.domain import (
     case_access,
 )
 from services.cases.handlers.access import load_case, load_message, message_visibility
+from services.cases.handlers.answers import reply_answer
 from services.cases.handlers.case_reads import case_views
 from services.cases.handlers.changes import apply_case_change
 from services.cases.handlers.labels import known_labels
@@ -345,12 +346,17 @@ def set_case_summary(store: ServiceStore, actor: Actor, case_id: str, summary: s
         return case_views(session, actor, ensure_org(session, actor.org), [case])[0]
 
 
-def reply_in_case(store: ServiceStore, actor: Actor, case_id: str, text: str) -> OutgoingView:
+def reply_in_case(
+    store: ServiceStore, actor: Actor, case_id: str, text: str, answer: str | None = None
+) -> OutgoingView:
+    """Message the contact of an open case; ``answer``: the ready-made answer the text started
+    from (the org may require one)."""
     with store.unit_of_work() as uow:
         session = uow.session
         org = ensure_org(session, actor.org)
         case, _ = load_case(session, actor, case_id, Access.UPDATE)
         domain.check_state(case_state(case), "reply")  # changes nothing of the case itself
+        answer = reply_answer(session, actor, org, answer)
         contact = session.get(Contact, case.contact_id)
         assert contact is not None
         latest = session.scalar(
@@ -359,7 +365,7 @@ def reply_in_case(store: ServiceStore, actor: Actor, case_id: str, text: str) ->
             .order_by(Message.received_at.desc())
             .limit(1)
         )
-        outgoing = send(uow, actor, org, contact, text, case=case, reply_to=latest)
+        outgoing = send(uow, actor, org, contact, text, case=case, reply_to=latest, answer=answer)
         notify(session, case, "reply", actor.user_id, watchers(session, case.id))
         uow.commit()
         return outgoing_views(session, org, [outgoing])[0]

@@ -1,6 +1,6 @@
 """Labels and their rules (validated and described by the rule language, shared/rules.py);
 each change emits a label event with a higher label_version; deleting a label takes it off every
-message, case and partner."""
+message, case, partner and ready-made answer."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from services.cases.handlers.access import require_admin
 from services.cases.handlers.changes import apply_case_change, label_changed
 from services.cases.handlers.rows import case_label_ids, case_state, ensure_org, flush_unique
 from services.cases.models import (
+    AnswerLabel,
     Case,
     CaseLabel,
     Contact,
@@ -160,6 +161,7 @@ def delete_label(store: ServiceStore, actor: Actor, label_id: str) -> None:
         statistics.label_deleted(session, label.org, label.id)
         session.execute(delete(CaseLabel).where(CaseLabel.label_id == label.id))
         session.execute(delete(PartnerLabel).where(PartnerLabel.label_id == label.id))
+        session.execute(delete(AnswerLabel).where(AnswerLabel.label_id == label.id))
         for case in affected:  # the label left them: a change of their labels like any other
             remaining = case_label_ids(session, case.id)
             change = domain.relabel(case_state(case), remaining | {label.id}, remaining)

@@ -80,6 +80,7 @@ def _org_view(session: Session, org: Org) -> OrgView:
         mirror_archive=org.mirror_archive,
         display_field=org.display_field,
         warning_days=org.warning_days,
+        must_use_answers=org.must_use_answers,
         org_version=org.org_version,
     )
 
@@ -100,6 +101,7 @@ ORG_SETTINGS = (
     "mirror_archive",
     "display_field",
     "warning_days",
+    "must_use_answers",
 )
 
 

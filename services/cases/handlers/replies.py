@@ -15,6 +15,7 @@ from services.cases.domain import (
     CaseState,
 )
 from services.cases.handlers.access import load_case, load_message
+from services.cases.handlers.answers import reply_answer
 from services.cases.handlers.changes import mirror_archive
 from services.cases.handlers.contacts import contact_view
 from services.cases.handlers.rows import case_state, ensure_org, user_refs
@@ -31,12 +32,16 @@ from shared.db import new_id, utcnow
 from shared.uow import ServiceStore, UnitOfWork
 
 
-def reply_to_message(store: ServiceStore, actor: Actor, message_id: str, text: str) -> OutgoingView:
-    """Send one message to the contact; the message answered is archived and unlocked."""
+def reply_to_message(
+    store: ServiceStore, actor: Actor, message_id: str, text: str, answer: str | None = None
+) -> OutgoingView:
+    """Send one message to the contact; the message answered is archived and unlocked.
+    ``answer``: the ready-made answer the text started from (the org may require one)."""
     with store.unit_of_work() as uow:
         session = uow.session
         org = ensure_org(session, actor.org)
         message = load_message(session, actor, message_id)
+        answer = reply_answer(session, actor, org, answer)
         contact = session.get(Contact, message.contact_id)
         assert contact is not None
         case = session.get(Case, message.case_id) if message.case_id else None
@@ -44,7 +49,9 @@ def reply_to_message(store: ServiceStore, actor: Actor, message_id: str, text: s
             case = None  # a reply to an old case's message goes out on its own
         if case is not None:
             load_case(session, actor, case.id, Access.UPDATE)  # it goes into the case
-        outgoing = send(uow, actor, org, contact, text, case=case, reply_to=message.id)
+        outgoing = send(
+            uow, actor, org, contact, text, case=case, reply_to=message.id, answer=answer
+        )
         session.add(
             MessageAction(
                 id=new_id(),
@@ -76,6 +83,7 @@ def send(
     *,
     case: Case | None,
     reply_to: str | None,
+    answer: str | None = None,
 ) -> Outgoing:
     outgoing = Outgoing(
         id=new_id(),
@@ -86,6 +94,7 @@ def send(
         partner_id=actor.partner_id,
         user_id=actor.user_id,
         text=text,
+        answer_id=answer,
         delivery="pending",
         created_at=utcnow(),
     )

@@ -52,6 +52,7 @@ def ensure_org(session: Session, key: str) -> Org:
                 mirror_labels=False,
                 mirror_archive=False,
                 warning_days=7,
+                must_use_answers=False,
                 pseudonym_salt=auth.new_secret(),
                 org_version=0,
                 created_at=utcnow(),

@@ -1,8 +1,9 @@
 """The organization's people, for administrators and partners' managers: the users (invite one
 with a one-time sign-in link, make a new link, deactivate, activate, change a role or partner)
 and, for administrators, the partners (add, change) and the org's properties; the labels are in
-``label_pages.py``, on the same blueprint (``org_blueprint.py``). Forms are loaded with the
-API's own schemas, so a page accepts exactly what ``/api/v1`` would."""
+``label_pages.py`` and the ready-made answers in ``answer_pages.py``, on the same blueprint
+(``org_blueprint.py``). Forms are loaded with the API's own schemas, so a page accepts exactly
+what ``/api/v1`` would."""
 
 from __future__ import annotations
 
@@ -18,7 +19,10 @@ from services.cases.schemas import (
     UserChangesSchema,
     UserSchema,
 )
-from services.cases.ui import label_pages  # noqa: F401 (adds the labels' routes to bp)
+from services.cases.ui import (
+    answer_pages,  # noqa: F401 (adds the answers' routes to bp)
+    label_pages,  # noqa: F401 (adds the labels' routes to bp)
+)
 from services.cases.ui.org_blueprint import admins_only, attempt, bp, role_names
 from services.cases.ui.pages import _, do, page, store
 
@@ -202,6 +206,7 @@ def properties():
                     "display_field": request.form.get("display_field", "").strip() or None,
                     "timezone": request.form.get("timezone", "").strip(),
                     "warning_days": request.form.get("warning_days") or None,
+                    "must_use_answers": request.form.get("must_use_answers") == "on",
                 }
             )
         except ValidationError as exc:

@@ -9,10 +9,11 @@ from typing import Any
 
 from flask import Blueprint, Flask, abort, flash, g, redirect, request, url_for
 
-from services.cases.domain import InvalidCursor
+from services.cases.domain import InvalidCursor, Refused
 from services.cases.handlers import case_reads, cases, inbox, labels, org, people
 from services.cases.ui import i18n
-from services.cases.ui.pages import _, do, page, protect, safe_next, store
+from services.cases.ui.answer_picker import prefilled
+from services.cases.ui.pages import _, answer_required, do, page, protect, safe_next, store
 from shared.db import utcnow
 
 bp = Blueprint("ui_cases", __name__)
@@ -113,6 +114,13 @@ def open_case(message_id: str):
 
 @bp.get("/cases/<case_id>")
 def case_page(case_id: str):
+    text, answer = prefilled(request.args.get("answer"), request.args.get("language"))
+    return _case_page(case_id, reply_text=text, reply_answer=answer)
+
+
+def _case_page(case_id: str, status: int = 200, **reply: Any):
+    """A case's page; ``reply``: what its send box holds (``reply_text``, ``reply_answer``: the
+    ready-made answer it started from) and why it was refused (``reply_error``)."""
     actor = g.signed_in.actor
     case = case_reads.get_case(store(), actor, case_id[:64])
     try:
@@ -123,6 +131,7 @@ def case_page(case_id: str):
         return redirect(url_for("ui_cases.case_page", case_id=case.id))
     return page(
         "case.html",
+        status,
         case=case,
         entries=timeline.items,
         next_cursor=timeline.next_cursor,
@@ -131,6 +140,7 @@ def case_page(case_id: str):
         labels=labels.list_labels(store(), actor),
         case_labels={label.id for label in case.labels},
         when=_when(),
+        **({"reply_text": "", "reply_answer": None, "reply_error": None} | reply),
     )
 
 
@@ -152,6 +162,7 @@ def act_on_case(case_id: str, command: str):
     actor, text = g.signed_in.actor, request.form.get("text", "").strip()
     case_id = case_id[:64]
     partner, user = chosen_assignee()
+    answer = request.form.get("answer", "").strip()[:64] or None  # the answer a reply started from
     chosen_labels = [label[:64] for label in request.form.getlist("labels")][:100]
     commands = {
         "reassign": lambda: cases.reassign_case(
@@ -159,7 +170,7 @@ def act_on_case(case_id: str, command: str):
         ),
         "labels": lambda: cases.set_case_labels(store(), actor, case_id, chosen_labels),
         "summary": lambda: cases.set_case_summary(store(), actor, case_id, text[:1000]),
-        "reply": lambda: cases.reply_in_case(store(), actor, case_id, text[:4096]),
+        "reply": lambda: cases.reply_in_case(store(), actor, case_id, text[:4096], answer),
         "note": lambda: cases.add_note(store(), actor, case_id, text[:10000]),
         "close": lambda: cases.close_case(store(), actor, case_id, text[:10000]),
         "reopen": lambda: cases.reopen_case(store(), actor, case_id, text[:10000] or None),
@@ -170,7 +181,12 @@ def act_on_case(case_id: str, command: str):
         abort(404)
     if command in ("reply", "note", "close", "summary") and not text:
         flash(_("Write something first."), "error")
-    elif do(commands[command]) is not None:
+        return redirect(url_for("ui_cases.case_page", case_id=case_id))
+    try:
+        done_it = do(commands[command]) is not None
+    except Refused:  # the org requires a ready-made answer: the reply stays in the send box
+        return _case_page(case_id, 400, reply_text=text[:4096], reply_error=answer_required())
+    if done_it:
         done = {
             "reassign": _("Saved."),
             "labels": _("Saved."),

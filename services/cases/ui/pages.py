@@ -32,6 +32,7 @@ from services.cases.domain import (
     Invalid,
     InvalidCursor,
     NotFound,
+    Refused,
     TooManyAttempts,
 )
 from services.cases.handlers import case_reads, inbox, labels, org, replies, sign_in
@@ -363,19 +364,32 @@ def act_on_selected():
 
 @bp.post("/messages/<message_id>/reply")
 def reply_to_message(message_id: str):
+    actor, message_id = g.signed_in.actor, message_id[:64]
     text = request.form.get("text", "").strip()
+    answer = request.form.get("answer", "").strip()[:64] or None  # the answer it started from
+    back = safe_next(request.form.get("back"))
     if not text:
         flash(_("Write the reply first."), "error")
-    elif (
-        do(
-            lambda: replies.reply_to_message(
-                store(), g.signed_in.actor, message_id[:64], text[:4096]
-            )
+        return redirect(back)
+    try:
+        sent = do(lambda: replies.reply_to_message(store(), actor, message_id, text[:4096], answer))
+    except Refused:  # the org requires a ready-made answer: the reply stays, on its own page
+        return page(
+            "reply.html",
+            400,
+            message=inbox.get_message(store(), actor, message_id),
+            text=text[:4096],
+            answer=None,
+            error=answer_required(),
+            back=back,
         )
-        is not None
-    ):
+    if sent is not None:
         flash(_("Reply queued: the flow engine sends it to the contact."), "done")
-    return redirect(safe_next(request.form.get("back")))
+    return redirect(back)
+
+
+def answer_required() -> str:
+    return _("Start from a ready-made answer: search them above, insert one, then edit it.")
 
 
 def do(command: Callable[[], T]) -> T | None:

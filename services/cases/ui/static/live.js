@@ -1,7 +1,8 @@
 // U-Partners' live updates, the product's only script: every few seconds the inbox asks how many
 // messages arrived since the newest it shows (and shows a banner), and a case's page fetches its
 // timeline's entries again (and swaps them in when they changed); it also gives the inbox's bulk
-// bar its "select all" box and a send box its character counter. Nothing else on the page moves: what the user typed, selected or
+// bar its "select all" box, a send box its character counter, and reply boxes their ready-made
+// answers. Nothing else on the page moves: what the user typed, selected or
 // scrolled stays. Without JavaScript the pages work as they are.
 (function () {
   "use strict";
@@ -52,6 +53,30 @@
     counter.hidden = false;
     box.addEventListener("input", show);
     show();
+  });
+
+  // Ready-made answers: a reply box's search loads the matching answers under it (a small page
+  // fragment); "Insert" puts one's text in the box, to edit before sending, and says which
+  // answer the reply started from. Without JavaScript the search opens the answers page.
+  document.querySelectorAll("form[data-answers]").forEach(function (form) {
+    var results = form.parentNode.querySelector(".answer-results");
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var query = new URLSearchParams(new FormData(form));
+      query.set("fragment", "1");
+      fetch(form.action + "?" + query, { credentials: "same-origin" })
+        .then(function (answer) { return answer.text(); })
+        .then(function (html) { results.innerHTML = html; });
+    });
+    results.addEventListener("click", function (event) {
+      var button = event.target.closest("button[data-answer]");
+      var box = document.getElementById(form.dataset.answers);
+      if (!button || !box) return;
+      box.value = button.dataset.text;
+      box.form.elements.answer.value = button.dataset.answer;
+      box.dispatchEvent(new Event("input"));
+      box.focus();
+    });
   });
 
   var timeline = document.querySelector("[data-live-timeline]");

@@ -5,7 +5,7 @@ After upgrading an installation that has history, count it once:
 ``upartners cases rebuild-stats`` (new history is counted as it happens).
 
 Revision ID: 5d2b8f71c0a4
-Revises: e4ea703bf234
+Revises: 05a1975a9edf
 Create Date: 2026-12-07 05:40:00.000000
 """
 
@@ -16,7 +16,7 @@ from sqlalchemy.dialects import postgresql
 import shared.db
 
 revision = '5d2b8f71c0a4'
-down_revision = 'e4ea703bf234'
+down_revision = '05a1975a9edf'
 branch_labels = None
 depends_on = None
 
