@@ -12,6 +12,7 @@ from flask import Flask
 from services.cases import (
     answers_api,  # noqa: F401 (registers the answers' routes)
     openapi,
+    stats_api,  # noqa: F401 (registers the statistics' routes)
 )
 from services.cases import schemas as s
 from services.cases import views as v

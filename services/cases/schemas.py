@@ -321,3 +321,28 @@ class AnswerImportSchema(_Strict):
     csv = fields.String(
         required=True, validate=validate.Length(min=1, max=answers.MAX_IMPORT_CHARS)
     )
+
+
+# --- statistics ----------------------------------------------------------------------------------
+class StatsQuery(_Strict):
+    """A range of whole days in the org's timezone (both included); by default the last 30."""
+
+    start = fields.Date(data_key="from")
+    end = fields.Date(data_key="to")
+    period = fields.String(load_default="day", validate=validate.OneOf(("day", "month")))
+
+    @validates_schema
+    def _ordered(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if data.get("start") and data.get("end") and data["start"] > data["end"]:
+            raise ValidationError("Must not be after 'to'.", "from")
+
+
+class ActivityQuery(_Strict):
+    start = fields.Date(data_key="from")
+    end = fields.Date(data_key="to")
+    partner = Id()
+
+    @validates_schema
+    def _ordered(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if data.get("start") and data.get("end") and data["start"] > data["end"]:
+            raise ValidationError("Must not be after 'to'.", "from")

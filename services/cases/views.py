@@ -5,7 +5,7 @@ contact is its pseudonymous reference and the one field the org chose to show, n
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 
@@ -283,3 +283,50 @@ class AnswerView:
 class AnswerImportView:
     imported: int
     answers: list[AnswerView]
+
+
+# --- statistics ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StatPeriod:
+    start: date  # the first day of the period (a day, or a month's first day)
+    counts: dict[str, int]  # metric -> how many
+
+
+@dataclass(frozen=True)
+class StatTotal:
+    metric: str
+    count: int
+    average_seconds: int | None  # durations only, in whole seconds
+
+
+@dataclass(frozen=True)
+class StatsView:
+    scope: str  # org, partner, user, label
+    id: str | None
+    name: str
+    first: date
+    last: date
+    period: str  # day or month
+    timezone: str
+    totals: list[StatTotal]
+    periods: list[StatPeriod]
+
+
+@dataclass(frozen=True)
+class TopLabel:
+    label: Ref
+    count: int
+
+
+@dataclass(frozen=True)
+class ActivityRow:
+    user: Ref
+    partner: Ref | None
+    replies: int
+    cases_opened: int
+    cases_closed: int
+    reassigned: int
+    notes: int
+    first_reply_median_seconds: int | None  # their partner's first replies they gave
+    first_reply_p90_seconds: int | None
+    last_active: datetime | None

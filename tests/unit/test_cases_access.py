@@ -233,6 +233,8 @@ PHONE_LIKE = re.compile(r"\+?\d[\d\s().-]{6,}\d")
 SAFE = [
     re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"),  # uuids
     re.compile(r"\d{4}-\d{2}-\d{2}T[\d:.]+(?:[+-]\d{2}:\d{2}|Z)?"),  # timestamps
+    re.compile(r'"\d{4}-\d{2}-\d{2}"'),  # days (statistics), as whole JSON strings
+    re.compile(r'"\w+_seconds": ?\d+'),  # durations (statistics)
     re.compile(r"C-[0-9A-Z]{8,12}"),  # contact references
     re.compile(r'"next_cursor": ?"[^"]*"'),
 ]
@@ -248,6 +250,8 @@ def test_the_scanner_finds_what_it_looks_for():
     assert identifying(f'{{"x": "{PHONE}"}}') and identifying('"tel:+5511987654321"')
     assert identifying("5511987654321") and identifying(CONTACT_NAME)
     assert not identifying('{"at": "2026-11-21T10:00:00.123456+00:00", "count": 12}')
+    assert not identifying('{"first": "2026-11-08", "last": "2026-12-07"}')
+    assert identifying('{"note": "2026-11-08 11 98765"}')  # a day is safe only on its own
 
 
 def partner_facing_answers(world, person, values):

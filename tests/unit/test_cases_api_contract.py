@@ -339,6 +339,12 @@ def test_every_operation_answers_as_documented_at_least_once(world):
     notification = ok(agent, "GET", "/notifications")["items"][0]
     ok(agent, "POST", f"/notifications/{notification['id']}/read")
     ok(agent, "POST", "/notifications/read")
+    ok(admin, "GET", "/stats/org", **{"from": "2026-11-01", "to": "2026-12-31", "period": "month"})
+    ok(agent, "GET", f"/stats/partners/{partner}")
+    ok(agent, "GET", f"/stats/users/{agent.id}")
+    ok(agent, "GET", f"/stats/labels/{label}")
+    ok(agent, "GET", "/stats/labels")
+    ok(admin, "GET", "/stats/activity")
     ok(admin, "POST", "/partners", {"name": "Tour 2"})
     ok(admin, "POST", "/users", {"name": "U", "email": "u@tour.example", "role": "administrator"})
     ok(None, "GET", "/openapi.json")
