@@ -100,3 +100,15 @@ def activity(query):
     return stat_reads.agent_activity(
         store(), actor(), partner=query.get("partner"), **_range(query)
     )
+
+
+@route(
+    "get",
+    "/stats/partners/<id:partner_id>/replies",
+    "A partner's 50 newest replies, each with its delay after the message it answers.",
+    READERS,
+    answer=v.ReplyDelay,
+    shape="list",
+)
+def partner_replies(partner_id: str):
+    return stat_reads.partner_replies(store(), actor(), partner_id)

@@ -330,3 +330,14 @@ class ActivityRow:
     first_reply_median_seconds: int | None  # their partner's first replies they gave
     first_reply_p90_seconds: int | None
     last_active: datetime | None
+
+
+@dataclass(frozen=True)
+class ReplyDelay:
+    """A partner's reply and how long after the message it answers it was written."""
+
+    id: str
+    at: datetime
+    by: Ref | None
+    case: str | None
+    delay_seconds: int | None  # None: it answers no message in particular

@@ -341,6 +341,7 @@ def test_every_operation_answers_as_documented_at_least_once(world):
     ok(agent, "POST", "/notifications/read")
     ok(admin, "GET", "/stats/org", **{"from": "2026-11-01", "to": "2026-12-31", "period": "month"})
     ok(agent, "GET", f"/stats/partners/{partner}")
+    ok(agent, "GET", f"/stats/partners/{partner}/replies")
     ok(agent, "GET", f"/stats/users/{agent.id}")
     ok(agent, "GET", f"/stats/labels/{label}")
     ok(agent, "GET", "/stats/labels")

@@ -97,3 +97,16 @@ def test_agent_activity(world):
     assert teo["replies"] == 0 and teo["last_active"] is None
     only = world.ok(world.get(world.admin, "/api/v1/stats/activity", partner=h["other"]))["items"]
     assert [r["user"]["name"] for r in only] == ["Teo"]
+
+
+def test_a_partners_replies_with_their_delay(world):
+    h = helpline(world)
+    message = world.message([h["label"]], received_at=datetime(2026, 11, 1, 12, tzinfo=UTC))
+    world.ok(world.post(h["agent"], f"/api/v1/messages/{message}/reply", {"text": "Oi"}), 201)
+    [reply] = world.ok(world.get(h["agent"], f"/api/v1/stats/partners/{h['partner']}/replies"))[
+        "items"
+    ]
+    assert reply["by"]["name"] == "Ana" and reply["case"] is None
+    assert reply["delay_seconds"] > 30 * 86400  # written today, a month and more after
+    other = world.get(h["agent"], f"/api/v1/stats/partners/{h['other']}/replies")
+    assert other.status_code == 404

@@ -14,8 +14,16 @@ from sqlalchemy import func, select
 from services.cases import stats
 from services.cases.domain import MANAGER, Actor, Forbidden, Invalid, NotFound
 from services.cases.handlers.rows import ensure_org
-from services.cases.models import Label, Partner, StatCount, StatFact, User
-from services.cases.views import ActivityRow, Ref, StatPeriod, StatsView, StatTotal, TopLabel
+from services.cases.models import Label, Message, Outgoing, Partner, StatCount, StatFact, User
+from services.cases.views import (
+    ActivityRow,
+    Ref,
+    ReplyDelay,
+    StatPeriod,
+    StatsView,
+    StatTotal,
+    TopLabel,
+)
 from shared.db import utcnow
 from shared.uow import ServiceStore
 
@@ -265,3 +273,32 @@ def _bounds(first: date, last: date, timezone: str) -> tuple[datetime, datetime]
 
 def _whole(seconds: float | None) -> int | None:
     return None if seconds is None else round(seconds)
+
+
+def partner_replies(
+    store: ServiceStore, actor: Actor, partner_id: str, *, limit: int = 50
+) -> list[ReplyDelay]:
+    """A partner's newest replies, each with the time since the message it answers."""
+    with store.unit_of_work() as uow:
+        session = uow.session
+        _check_scope(session, actor, stats.PARTNER, partner_id)
+        rows = session.execute(
+            select(Outgoing, Message.received_at, User.name)
+            .outerjoin(Message, Message.id == Outgoing.reply_to)
+            .outerjoin(User, User.id == Outgoing.user_id)
+            .where(Outgoing.org == actor.org, Outgoing.partner_id == partner_id)
+            .order_by(Outgoing.created_at.desc(), Outgoing.id.desc())
+            .limit(limit)
+        ).all()
+        return [
+            ReplyDelay(
+                id=reply.id,
+                at=reply.created_at,
+                by=Ref(reply.user_id, name) if name else None,
+                case=reply.case_id,
+                delay_seconds=round((reply.created_at - received).total_seconds())
+                if received is not None
+                else None,
+            )
+            for reply, received, name in rows
+        ]

@@ -13,9 +13,10 @@ from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from babel.dates import format_datetime
+from babel.dates import format_datetime, format_skeleton, format_timedelta
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
+from babel.numbers import format_decimal
 from babel.support import NullTranslations, Translations
 
 LANGUAGES = ("en", "pt_BR", "es", "fr", "ar")
@@ -95,3 +96,23 @@ def day_range(first: str, last: str, timezone: str) -> tuple[datetime | None, da
     start = midnight(first, 0)
     end = midnight(last, 1)
     return (start - timedelta(microseconds=1) if start else None), end
+
+
+def day_name(day: date, language: str) -> str:
+    """A day of a chart or table, short ("7 Dec" in English)."""
+    return format_skeleton("MMMd", day, locale=language)
+
+
+def month_name(month: date, language: str) -> str:
+    return format_skeleton("yMMM", month, locale=language)
+
+
+def duration(seconds: float | None, language: str) -> str:
+    """A duration as people of that language say it, rounded ("3 hours"); "" when unknown."""
+    if seconds is None:
+        return ""
+    return format_timedelta(seconds, threshold=1.5, locale=language)
+
+
+def number(value: float, language: str) -> str:
+    return format_decimal(value, locale=language)
