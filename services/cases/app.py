@@ -7,7 +7,14 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from services.cases import api
 from services.cases.models import open_store
-from services.cases.ui import admin_pages, answer_picker, case_pages, pages, people_pages
+from services.cases.ui import (
+    admin_pages,
+    answer_picker,
+    case_pages,
+    pages,
+    people_pages,
+    stats_pages,
+)
 from shared.http import BodyLimitedRequest, instrument, register_error_handlers
 from shared.settings import Settings
 from shared.uow import ServiceStore
@@ -31,6 +38,7 @@ def create_app(settings: Settings | None = None, store: ServiceStore | None = No
     people_pages.register(app)
     admin_pages.register(app)
     answer_picker.register(app)
+    stats_pages.register(app)
     if settings.proxies:
         # Behind the compose proxy every request comes from nginx: take the client's address
         # from X-Forwarded-For (as many hops as there are trusted proxies), so that sign-in

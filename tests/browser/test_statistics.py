@@ -1,0 +1,58 @@
+"""The statistics pages in a real browser: the org's summary and agent activity for an
+administrator on a laptop in English and on a phone in Arabic, a partner's page for its agent;
+nothing wider than the screen, nothing identifying, screenshots of each."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from playwright.sync_api import expect
+
+from tests.browser.test_sign_in_and_inbox import choose_password, identifying, seed, sign_in
+
+
+def history(world) -> None:
+    """A few weeks of messages, replies and cases, so the charts have bars."""
+    label = world.label("School")
+    partner = world.ok(world.get(world.admin, "/api/v1/partners"))["items"][0]["id"]
+    now = datetime.now(UTC)
+    for day in range(0, 40, 3):
+        for _ in range(day % 4 + 1):
+            world.message([label], text="Estou com medo", received_at=now - timedelta(days=day))
+    message = world.message([label], text="Preciso de ajuda", received_at=now)
+    case = world.open_case(world.admin, message, partner)
+    world.ok(world.post(world.admin, f"/api/v1/cases/{case['id']}/reply", {"text": "Oi"}), 201)
+    world.ok(world.post(world.admin, f"/api/v1/cases/{case['id']}/close", {"note": "ok"}))
+
+
+def test_the_statistics_pages(site, chromium, shots):
+    world, base = site
+    agent_link, agent_email = seed(world)
+    history(world)
+    admin_link = world.ok(
+        world.post(world.admin, f"/api/v1/users/{world.admin.id}/sign-in-link", {}), 201
+    )["path"]
+    for language, width, suffix in (("en", 1280, ""), ("ar", 360, "-ar-phone")):
+        context = chromium.new_context(viewport={"width": width, "height": 800}, locale=language)
+        page = context.new_page()
+        if language == "en":
+            choose_password(page, base + admin_link)
+        else:
+            sign_in(page, base, "admin@unicef-br.example")
+        page.goto(base + "/stats")
+        expect(page.locator("figure.chart svg")).to_have_count(4)
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+        assert identifying(page.content()) == []
+        page.screenshot(path=shots / f"stats{suffix}.png", full_page=True)
+        page.goto(base + "/stats/activity")
+        expect(page.locator("table.activity tbody tr").first).to_be_visible()
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+        assert identifying(page.content()) == []
+        page.screenshot(path=shots / f"stats-activity{suffix}.png", full_page=True)
+        context.close()
+    agent = chromium.new_context(viewport={"width": 390, "height": 844}, locale="en").new_page()
+    choose_password(agent, base + agent_link)
+    agent.goto(base + "/stats")
+    expect(agent.get_by_role("heading", name="Counsellors")).to_be_visible()
+    assert identifying(agent.content()) == []
+    agent.screenshot(path=shots / "stats-partner-phone.png", full_page=True)

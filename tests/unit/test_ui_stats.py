@@ -1,0 +1,90 @@
+"""The statistics pages: the org's summary with its charts and tables, a partner's page with its
+replies' delays, a label's and a user's, agent activity sorted; who sees which (test client)."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+from tests.unit.test_stats import helpline
+from tests.unit.test_ui_sign_in import browser, set_password
+
+
+def signed_in(world, person):
+    client = browser(world)
+    set_password(world, client, person)
+    return client
+
+
+def story(world):
+    h = helpline(world)
+    for text in ("um", "dois", "três"):
+        message = world.message([h["label"]], text=text, received_at=datetime.now(UTC))
+    case = world.open_case(world.admin, message, h["partner"])
+    world.ok(world.post(h["agent"], f"/api/v1/cases/{case['id']}/reply", {"text": "Oi"}), 201)
+    late = world.message([h["label"]], received_at=datetime.now(UTC) - timedelta(days=2))
+    world.ok(world.post(h["agent"], f"/api/v1/messages/{late}/reply", {"text": "Desculpe"}), 201)
+    return h
+
+
+def test_the_org_summary(world):
+    story(world)
+    page = signed_in(world, world.admin).get("/stats").get_data(as_text=True)
+    assert "Incoming messages per day" in page and "Replies per month" in page
+    assert page.count("<svg") == 4  # incoming per day, replies, opened and closed per month
+    # The numbers as a table too: today's 4 incoming messages (the late one counts 2 days ago).
+    assert re.search(r"<th scope=\"row\">[^<]+</th><td>3</td>", page)
+    totals = dict(re.findall(r"<dt>([^<]+)</dt>\s*<dd>([^<]+)</dd>", page))
+    assert totals["Incoming messages"] == "4" and totals["Replies"] == "2"
+    assert totals["Cases opened"] == "1"
+    assert 'href="/stats/labels/' in page  # the top labels lead to their pages
+
+
+def test_a_partners_page_marks_late_replies(world):
+    h = story(world)
+    client = signed_in(world, h["agent"])
+    assert client.get("/stats").headers["Location"] == f"/stats/partners/{h['partner']}"
+    page = client.get(f"/stats/partners/{h['partner']}").get_data(as_text=True)
+    assert "Helpline" in page and "Replies per month" in page
+    assert page.count('class="slow"') == 1 and "over 24 hours" in page
+    assert "2 days" in page  # the late reply's delay, in words
+    assert f'href="/stats/users/{h["agent"].id}"' in page  # its users
+    assert client.get(f"/stats/partners/{h['other']}").status_code == 404
+    assert client.get("/stats/activity").status_code == 404  # agents do not read others'
+
+
+def test_label_and_user_pages(world):
+    h = story(world)
+    client = signed_in(world, world.admin)
+    label = client.get(f"/stats/labels/{h['label']}").get_data(as_text=True)
+    assert "Incoming messages per day" in label and "violence" in label
+    user = client.get(f"/stats/users/{h['agent'].id}").get_data(as_text=True)
+    assert "Ana" in user and "Replies per month" in user
+    assert client.get("/stats/labels/nope").status_code == 404
+
+
+def test_agent_activity_sorted(world):
+    h = story(world)
+    world.user(h["partner"], name="Zé")
+    client = signed_in(world, world.admin)
+    page = client.get("/stats/activity?sort=replies&order=desc").get_data(as_text=True)
+    names = re.findall(r'<th scope="row"><a href="/stats/users/[^"]+">([^<]+)</a>', page)
+    assert names[0] == "Ana"  # the most replies first
+    assert 'aria-sort="descending"' in page
+    by_name = client.get("/stats/activity?sort=name").get_data(as_text=True)
+    names = re.findall(r'<th scope="row"><a href="/stats/users/[^"]+">([^<]+)</a>', by_name)
+    assert names == sorted(names, key=str.lower)
+    odd = client.get("/stats/activity?from=2020-01-01&to=2026-12-01")  # too long a range
+    assert odd.status_code == 302
+
+
+def test_charts_run_right_to_left_in_arabic(world):
+    story(world)
+    client = signed_in(world, world.admin)
+    english = client.get("/stats").get_data(as_text=True)
+    arabic = client.get("/stats", headers={"Accept-Language": "ar"}).get_data(as_text=True)
+    first_bar = re.compile(r'<rect x="([\d.]+)"')
+    # The oldest day is the first bar drawn: on the left in English, on the right in Arabic.
+    assert float(first_bar.search(english).group(1)) < 10
+    assert float(first_bar.search(arabic).group(1)) > 590
+    assert 'dir="rtl"' in arabic
