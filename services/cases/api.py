@@ -9,7 +9,10 @@ from typing import Any
 
 from flask import Flask
 
-from services.cases import openapi
+from services.cases import (
+    api_exports,  # noqa: F401 (declares the export routes)
+    openapi,
+)
 from services.cases import schemas as s
 from services.cases import views as v
 from services.cases.domain import CasesError, InvalidCursor

@@ -253,3 +253,7 @@ class TimelineQuery(_Page):
 
 class NotificationQuery(_Page):
     unread = fields.Boolean(load_default=False)
+
+
+class ExportQuery(_Page):
+    pass
