@@ -43,6 +43,7 @@ class DocumentedClient(FlaskClient):
     answered: set[tuple[str, str, int]] = set()  # (method, documented path, status) checked
 
     def open(self, *args: Any, **kwargs: Any):
+        kwargs.setdefault("buffered", True)  # a file answer read whole, its file closed
         response = super().open(*args, **kwargs)
         request = response.request
         operation = _documented().find_operation_by_path(request.method, request.path)

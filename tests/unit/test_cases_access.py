@@ -39,6 +39,8 @@ def victim(world):
     )
     notification = world.ok(world.get(manager, "/api/v1/notifications"))["items"][0]
     ref = world.ok(world.get(agent, f"/api/v1/messages/{in_inbox}"))["contact"]["ref"]
+    export = world.export(manager, "messages", "csv", folder="archived")
+    assert export["state"] == "done" and export["progress"] == 1
     return {
         "label": label_a,
         "partner": partner_a,
@@ -50,6 +52,7 @@ def victim(world):
         "token": token,
         "notification": notification["id"],
         "ref": ref,
+        "export": export["id"],
     }
 
 
@@ -75,6 +78,7 @@ def path_values(victim):
         "message_id": victim["message"],
         "case_id": victim["case"],
         "notification_id": victim["notification"],
+        "export_id": victim["export"],
     }
 
 
@@ -116,6 +120,7 @@ def sample_body(victim, method, template):
         ("PUT", "/api/v1/cases/{case_id}/watch"): {},
         ("POST", "/api/v1/notifications/read"): {},
         ("POST", "/api/v1/notifications/{notification_id}/read"): {},
+        ("POST", "/api/v1/exports"): {"kind": "messages", "format": "csv"},
     }
     if method in ("GET", "DELETE"):
         return None
@@ -143,6 +148,7 @@ def secrets_of(victim):
         victim["label"],
         victim["token"]["id"],
         victim["notification"],
+        victim["export"],
         victim["agent"].id,
         victim["manager"].id,
         "secreto",
@@ -185,7 +191,8 @@ def test_every_endpoint_hides_other_orgs_and_other_partners_objects(world, victi
     # the same ids do reach the victim's objects: the 404s above were not typos
     for method, template, _ in routes(world.app):
         if method == "GET" and "{" in template:
-            owner = victim["manager"] if "notification" in template else world.admin
+            mine = "notification" in template or "export" in template
+            owner = victim["manager"] if mine else world.admin
             assert world.call(owner, method, template.format(**values)).status_code == 200, template
 
 
@@ -204,6 +211,7 @@ def snapshot(world, victim):
             world.ok(world.get(admin, f"/api/v1/users/{victim['agent'].id}")),
             agent_tokens,
             world.ok(world.get(manager, "/api/v1/notifications")),
+            world.ok(world.get(manager, "/api/v1/exports")),
             world.ok(world.get(admin, "/api/v1/org")),
             world.ok(world.get(admin, "/api/v1/users")),
         ],
