@@ -7,7 +7,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from services.cases import api
 from services.cases.models import open_store
-from services.cases.ui import admin_pages, case_pages, pages, people_pages
+from services.cases.ui import admin_pages, case_pages, export_pages, pages, people_pages
 from shared.http import BodyLimitedRequest, instrument, register_error_handlers
 from shared.settings import Settings
 from shared.uow import ServiceStore
@@ -30,6 +30,7 @@ def create_app(settings: Settings | None = None, store: ServiceStore | None = No
     case_pages.register(app)
     people_pages.register(app)
     admin_pages.register(app)
+    export_pages.register(app)
     if settings.proxies:
         # Behind the compose proxy every request comes from nginx: take the client's address
         # from X-Forwarded-For (as many hops as there are trusted proxies), so that sign-in

@@ -444,3 +444,11 @@ def test_the_requester_is_told_when_it_is_ready(world, desk):
     assert world.ok(world.get(desk.colleague, "/api/v1/notifications"))["items"] == []
     read = world.ok(world.post(desk.agent, f"/api/v1/notifications/{told['id']}/read"))
     assert read["read"] is True
+
+
+def test_only_an_administrator_exports_the_unlabelled_folder(world, desk):
+    body = {"kind": "messages", "format": "csv", "filters": {"folder": "unlabelled"}}
+    assert world.post(desk.agent, "/api/v1/exports", body).status_code == 403
+    world.message(labelled=True)
+    export = world.export(world.admin, "messages", "csv", folder="unlabelled")
+    assert export["state"] == "done" and export["total"] == 1

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, aliased
 
 from services.cases.domain import FOLDERS, Actor
 from services.cases.export_files import FORMATS
+from services.cases.handlers.access import require_admin
 from services.cases.handlers.case_reads import case_conditions
 from services.cases.handlers.inbox import message_conditions, sent_conditions
 from services.cases.models import (
@@ -82,6 +83,10 @@ Batch = list[list[Any]]
 Reader = Callable[[Session, Actor, dict[str, Any], Any, int], tuple[Batch, Any]]
 
 
+def _anyone(actor: Actor, filters: dict[str, Any]) -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class ExportKind:
     name: str
@@ -89,6 +94,8 @@ class ExportKind:
     columns: tuple[str, ...]
     read: Reader  # one batch of rows after a key, and the key of its last row
     count: Callable[[Session, Actor, dict[str, Any]], int]
+    # Raises Forbidden when the actor may not ask for these filters at all (checked on request).
+    check: Callable[[Actor, dict[str, Any]], None] = _anyone
 
 
 def _after(at: Any, id_column: Any, key: tuple[datetime, str] | None) -> list[Any]:
@@ -149,6 +156,11 @@ def message_row(row: Any, labels: str) -> list[Any]:
         row.archived,
         row.case_id or "",
     ]
+
+
+def _check_folder(actor: Actor, filters: dict[str, Any]) -> None:
+    if filters.get("folder") == "unlabelled":
+        require_admin(actor)
 
 
 def _message_conditions(session: Session, actor: Actor, filters: dict[str, Any]):
@@ -330,6 +342,7 @@ KINDS: dict[str, ExportKind] = {
             MESSAGE_COLUMNS,
             read_messages,
             lambda s, a, f: _count(s, Message, _message_conditions(s, a, f)),
+            _check_folder,
         ),
         ExportKind(
             "cases",

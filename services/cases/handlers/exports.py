@@ -54,6 +54,7 @@ def request_export(
     store: ServiceStore, actor: Actor, kind: str, file_format: str, filters: dict[str, Any]
 ) -> ExportView:
     """Record the export and ask the worker to build it (``export.requested``)."""
+    KINDS[kind].check(actor, filters)
     with store.unit_of_work() as uow:
         session = uow.session
         pending = session.scalar(
