@@ -66,7 +66,18 @@ class CsvWriter:
         self._csv.writerow([neutralise(h) for h in header])
 
     def write(self, row: Sequence[Any]) -> None:
-        self._csv.writerow([csv_cell(value) for value in row])
+        # csv_cell, inlined: this runs for every cell of a million-row export
+        cells = []
+        for value in row:
+            if isinstance(value, str):
+                cells.append("'" + value if value.startswith(FORMULA_STARTS) else value)
+            elif value is None:
+                cells.append("")
+            elif isinstance(value, datetime):
+                cells.append(value.astimezone(UTC).isoformat())
+            else:
+                cells.append(value)
+        self._csv.writerow(cells)
 
     def close(self) -> None:
         self._file.close()

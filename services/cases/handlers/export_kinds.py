@@ -13,7 +13,7 @@ against, rather than in services/cases/schemas.py, whose fields the filter schem
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -112,22 +112,28 @@ def _count(session: Session, model: Any, conditions: list[Any] | None) -> int:
     return session.scalar(select(func.count()).select_from(model).where(*conditions)) or 0
 
 
-def visible_label_names(
-    session: Session, actor: Actor, link: Any, owner: Any, ids: Sequence[str]
-) -> dict[str, str]:
-    """The labels each row carries that the actor sees, by name, joined with "; "."""
-    names: dict[str, list[str]] = {}
-    if ids:
-        rows = session.execute(
-            select(owner, Label.id, Label.name)
-            .join(Label, Label.id == link.label_id)
-            .where(owner.in_(ids))
-            .order_by(Label.name)
-        )
-        for owner_id, label_id, name in rows:
-            if actor.sees_label(label_id):
-                names.setdefault(owner_id, []).append(name)
-    return {owner_id: "; ".join(found) for owner_id, found in names.items()}
+def label_ids_of(session: Session, link: Any, owner: Any, row_owner: Any) -> Any:
+    """A column of the row's label ids, comma-separated, aggregated in the database (one
+    query per batch rather than a second one naming thousands of ids)."""
+    if session.get_bind().dialect.name == "postgresql":
+        joined = func.string_agg(link.label_id, ",")
+    else:
+        joined = func.group_concat(link.label_id, ",")
+    return select(joined).where(owner == row_owner).scalar_subquery().label("label_ids")
+
+
+class LabelNames:
+    """The names of the labels the actor sees, read once per batch; a row's, sorted, joined."""
+
+    def __init__(self, session: Session, actor: Actor) -> None:
+        rows = session.execute(select(Label.id, Label.name).where(Label.org == actor.org))
+        self.names = {label_id: name for label_id, name in rows if actor.sees_label(label_id)}
+
+    def of(self, label_ids: str | None) -> str:
+        if not label_ids:
+            return ""
+        found = (self.names.get(label_id) for label_id in label_ids.split(","))
+        return "; ".join(sorted(name for name in found if name is not None))
 
 
 # messages
@@ -182,17 +188,16 @@ def read_messages(session, actor, filters, key, size) -> tuple[Batch, Any]:
             Message.flagged,
             Message.archived,
             Message.case_id,
+            label_ids_of(session, MessageLabel, MessageLabel.message_id, Message.id),
         )
         .join(Contact, Contact.id == Message.contact_id)
         .where(*conditions, *_after(Message.received_at, Message.id, key))
         .order_by(Message.received_at.desc(), Message.id.desc())
         .limit(size)
     ).all()
-    labels = visible_label_names(
-        session, actor, MessageLabel, MessageLabel.message_id, [r.id for r in rows]
-    )
+    labels = LabelNames(session, actor)
     last = (rows[-1].received_at, rows[-1].id) if rows else None
-    return [message_row(r, labels.get(r.id, "")) for r in rows], last
+    return [message_row(r, labels.of(r.label_ids)) for r in rows], last
 
 
 # cases
@@ -243,6 +248,7 @@ def read_cases(session, actor, filters, key, size) -> tuple[Batch, Any]:
             Case.summary,
             Case.opened_on,
             Case.reopened_on,
+            label_ids_of(session, CaseLabel, CaseLabel.case_id, Case.id),
         )
         .join(Contact, Contact.id == Case.contact_id)
         .join(Partner, Partner.id == Case.partner_id)
@@ -251,9 +257,9 @@ def read_cases(session, actor, filters, key, size) -> tuple[Batch, Any]:
         .order_by(Case.opened_on.desc(), Case.id.desc())
         .limit(size)
     ).all()
-    labels = visible_label_names(session, actor, CaseLabel, CaseLabel.case_id, [r.id for r in rows])
+    labels = LabelNames(session, actor)
     last = (rows[-1].opened_on, rows[-1].id) if rows else None
-    return [case_row(r, labels.get(r.id, "")) for r in rows], last
+    return [case_row(r, labels.of(r.label_ids)) for r in rows], last
 
 
 # replies
