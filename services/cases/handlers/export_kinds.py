@@ -99,11 +99,13 @@ class ExportKind:
 
 
 def _after(at: Any, id_column: Any, key: tuple[datetime, str] | None) -> list[Any]:
-    """Newest first, the rows after the last one written."""
+    """Newest first, the rows after the last one written. ``at <= last_at`` says the same as
+    the second condition, but is one an index can start its scan from: without it each batch
+    scanned every row before the key again (measured: 200,000 messages, CSV: 29 s, then 12)."""
     if key is None:
         return []
     last_at, last_id = key
-    return [or_(at < last_at, and_(at == last_at, id_column < last_id))]
+    return [at <= last_at, or_(at < last_at, and_(at == last_at, id_column < last_id))]
 
 
 def _count(session: Session, model: Any, conditions: list[Any] | None) -> int:

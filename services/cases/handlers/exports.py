@@ -38,7 +38,7 @@ from shared.uow import ServiceStore, UnitOfWork
 
 log = logging.getLogger(__name__)
 
-BATCH = 5_000  # rows read per transaction
+BATCH = 10_000  # rows read per transaction (each batch a query: fewer is faster, see bench)
 PROGRESS_EVERY = 20_000  # rows between two progress updates
 SWEEP_BATCH = 500  # expired files deleted per sweep
 MAX_PENDING = 3  # queued or running exports one user may have at once
