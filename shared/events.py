@@ -41,6 +41,7 @@ CONTACT_SUSPENDED = "contact.suspended"
 CONTACT_RESTORED = "contact.restored"
 FOLLOWUP_STARTED = "followup.started"
 CATALOG_SYNCED = "catalog.synced"
+EXPORT_REQUESTED = "export.requested"
 
 
 class BadEvent(ValueError):
@@ -240,6 +241,15 @@ class CatalogSynced(_Data):
     synced_on = fields.AwareDateTime(required=True, default_timezone=UTC)
 
 
+class ExportRequested(_Data):
+    """A user asked for an export: the cases worker builds its file. What to export (kind,
+    filters) stays in the export's row; the event only names it."""
+
+    export_id = _uuid(required=True)
+    kind = fields.String(required=True, validate=validate.Length(min=1, max=32))
+    format = fields.String(required=True, validate=validate.OneOf(("xlsx", "csv")))
+
+
 SCHEMAS: dict[str, type[_Data]] = {
     MESSAGE_RECEIVED: MessageReceived,
     MESSAGE_LABELED: MessageLabeled,
@@ -263,6 +273,7 @@ SCHEMAS: dict[str, type[_Data]] = {
     CONTACT_RESTORED: ContactRestored,
     FOLLOWUP_STARTED: FollowupStarted,
     CATALOG_SYNCED: CatalogSynced,
+    EXPORT_REQUESTED: ExportRequested,
 }
 
 

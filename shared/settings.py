@@ -33,6 +33,9 @@ ENVIRONMENT = {
     "UPARTNERS_SESSION_SECRET": "key signing web session cookies (unset: one kept in the data dir)",
     "UPARTNERS_SECURE_COOKIES": "true when served over TLS: cookies sent over HTTPS only",
     "UPARTNERS_PROXIES": "reverse proxies in front that set X-Forwarded-For (default 0)",
+    "UPARTNERS_EXPORT_DIR": "folder of export files, shared by cases web and worker "
+    "(default <data_dir>/exports)",
+    "UPARTNERS_EXPORT_RETENTION_DAYS": "days an export file is kept, then deleted (default 7)",
 }
 
 
@@ -58,6 +61,8 @@ class Settings:
     session_secret: str | None = None
     secure_cookies: bool = False
     proxies: int = 0
+    export_dir: Path | None = None  # None: <data_dir>/exports (see ``exports_path``)
+    export_retention_days: int = 7
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -89,14 +94,25 @@ class Settings:
             session_secret=get("UPARTNERS_SESSION_SECRET"),
             secure_cookies=(get("UPARTNERS_SECURE_COOKIES") or "false").lower() in ("1", "true"),
             proxies=int(get("UPARTNERS_PROXIES") or defaults.proxies),
+            export_dir=Path(folder) if (folder := get("UPARTNERS_EXPORT_DIR")) else None,
+            export_retention_days=int(
+                get("UPARTNERS_EXPORT_RETENTION_DAYS") or defaults.export_retention_days
+            ),
         )
 
     def __post_init__(self) -> None:
         if self.log_format not in ("json", "text"):
             raise ValueError(f"UPARTNERS_LOG_FORMAT must be json or text, not {self.log_format!r}")
+        if self.export_retention_days < 1:
+            raise ValueError("UPARTNERS_EXPORT_RETENTION_DAYS must be at least 1")
 
     def with_(self, **changes: object) -> Settings:
         return replace(self, **changes)
+
+    @property
+    def exports_path(self) -> Path:
+        """Where export files are written (by the cases worker) and read (by the cases web)."""
+        return self.export_dir or self.data_dir / "exports"
 
     @property
     def embedded_bus(self) -> bool:

@@ -11,6 +11,7 @@ from flask import Flask
 
 from services.cases import (
     answers_api,  # noqa: F401 (registers the answers' routes)
+    api_exports,  # noqa: F401 (declares the export routes)
     openapi,
     stats_api,  # noqa: F401 (registers the statistics' routes)
 )

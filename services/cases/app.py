@@ -11,6 +11,7 @@ from services.cases.ui import (
     admin_pages,
     answer_picker,
     case_pages,
+    export_pages,
     pages,
     people_pages,
     stats_pages,
@@ -39,6 +40,7 @@ def create_app(settings: Settings | None = None, store: ServiceStore | None = No
     admin_pages.register(app)
     answer_picker.register(app)
     stats_pages.register(app)
+    export_pages.register(app)
     if settings.proxies:
         # Behind the compose proxy every request comes from nginx: take the client's address
         # from X-Forwarded-For (as many hops as there are trusted proxies), so that sign-in

@@ -1,5 +1,5 @@
 """The cases service's tables: orgs and their people, labels, the inbox's messages and replies,
-cases with their timeline, notifications, and the two ledgers (outbox, inbox).
+cases with their timeline, notifications, exports, and the two ledgers (outbox, inbox).
 
 Contacts are kept by their flow-engine uuid and a pseudonymous reference only: no URN, no name.
 """
@@ -376,12 +376,16 @@ class CaseWatcher(Base):
 
 
 class Notification(Base):
+    """What a user is told: about a case (``case_id``), or that their export is ready
+    (``export_id``, kind ``export_ready``)."""
+
     __tablename__ = "notifications"
     __table_args__ = (Index("ix_notifications_user", "user_id", "created_at", "id"),)
 
     id: Mapped[uuid_pk]
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
-    case_id: Mapped[str] = mapped_column(ForeignKey("cases.id"))
+    case_id: Mapped[str | None] = mapped_column(ForeignKey("cases.id"), default=None)
+    export_id: Mapped[str | None] = mapped_column(ForeignKey("exports.id"), default=None)
     kind: Mapped[str] = mapped_column(String(16))
     actor_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"), default=None)
     created_at: Mapped[created_at]
@@ -424,6 +428,37 @@ class StatCount(Base):
     metric: Mapped[str] = mapped_column(String(32), primary_key=True)
     n: Mapped[int] = mapped_column(Integer, default=0)
     seconds: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+# --- exports ------------------------------------------------------------------------------------
+class Export(Base):
+    """A file of messages, cases or replies that a user asked for (services/cases/handlers/
+    exports.py): built by the cases worker, downloadable by its requester only, deleted after
+    the retention period. ``attempt`` grows each time a worker (re)starts building it: a worker
+    whose attempt is no longer the row's stops without writing."""
+
+    __tablename__ = "exports"
+    __table_args__ = (
+        Index("ix_exports_user", "user_id", "created_at", "id"),
+        Index("ix_exports_expiry", "state", "expires_at"),
+    )
+
+    id: Mapped[uuid_pk]
+    org: Mapped[str] = mapped_column(ForeignKey("orgs.key"))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    kind: Mapped[str] = mapped_column(String(32))  # messages, cases, replies
+    format: Mapped[str] = mapped_column(String(8))  # xlsx, csv
+    filters: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    # queued, running, done, failed, expired (done, and its file deleted after the retention)
+    state: Mapped[str] = mapped_column(String(16), default="queued")
+    progress: Mapped[int] = mapped_column(Integer, default=0)  # rows written so far
+    total: Mapped[int | None] = mapped_column(Integer, default=None)
+    file_name: Mapped[str | None] = mapped_column(String(255), default=None)  # in the export dir
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[created_at]
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 
 
 Outbox, Inbox = ledgers(Base)

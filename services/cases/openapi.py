@@ -30,6 +30,10 @@ ANY = "any user of the org"
 ADMIN = "org administrators"
 WORKERS = "administrators and the assigned partner's users"
 ANYONE = "anyone"
+FILE_TYPES = (  # what a file answer may be: services/cases/export_files.py writes them
+    "text/csv",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+)
 
 
 @dataclass(frozen=True)
@@ -42,7 +46,7 @@ class Operation:
     query: type[Schema] | None = None
     # A view dataclass, or a tuple of them where an answer takes one of several shapes.
     answer: type | tuple[type, ...] | None = None
-    shape: str = "one"  # one, list, page, none (204), text, document
+    shape: str = "one"  # one, list, page, none (204), text, document, file (an export's)
     status: int = 200
     also: tuple[int, ...] = ()  # other success statuses with the same answer
 
@@ -157,6 +161,12 @@ def _success(op: Operation, components: dict[str, Any]) -> dict[str, Any]:
         return {"description": "Done."}
     if op.shape == "text":
         return {"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}}
+    if op.shape == "file":
+        binary = {"schema": {"type": "string", "format": "binary"}}
+        return {
+            "description": "The file, as an attachment (Content-Disposition names it).",
+            "content": {content_type: binary for content_type in FILE_TYPES},
+        }
     if op.shape == "document" or op.answer is None:
         schema: dict[str, Any] = {"type": "object"}
     else:

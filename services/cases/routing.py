@@ -158,7 +158,7 @@ def route(
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Declare and register a route of the blueprint. The view receives the path's values, and
     ``body`` / ``query`` loaded with their schemas; it returns the answer's value (or, where
-    ``also`` names other statuses, ``(value, status)``)."""
+    ``also`` names other statuses, ``(value, status)``; for ``shape="file"``, the response)."""
     operation = openapi.Operation(
         method,
         "/api/v1" + openapi.openapi_path(rule),
@@ -193,6 +193,8 @@ def route(
 
 
 def _write(value: Any, shape: str) -> Any:
+    if shape == "file":
+        return value  # the view made the response (send_file)
     if shape == "none":
         return ""
     if shape == "list":

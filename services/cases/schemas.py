@@ -346,3 +346,7 @@ class ActivityQuery(_Strict):
     def _ordered(self, data: dict[str, Any], **kwargs: Any) -> None:
         if data.get("start") and data.get("end") and data["start"] > data["end"]:
             raise ValidationError("Must not be after 'to'.", "from")
+
+
+class ExportQuery(_Page):
+    pass

@@ -197,10 +197,29 @@ class TimelineEntry:
 class NotificationView:
     id: str
     kind: str
-    case: str
+    case: str | None  # the case it is about; None for an export's
+    export: str | None  # the export that is ready (kind export_ready)
     by: Ref | None
     created_at: datetime
     read: bool
+
+
+@dataclass(frozen=True)
+class ExportView:
+    """An export the caller asked for: its state (queued, running, done, failed, expired), how
+    many rows are written (of ``total``, when known), and once done where to download it."""
+
+    id: str
+    kind: str
+    format: str
+    filters: dict[str, Any]
+    state: str
+    progress: int
+    total: int | None
+    created_at: datetime
+    finished_at: datetime | None
+    expires_at: datetime | None
+    file: str | None  # the download's path while the file is there
 
 
 @dataclass(frozen=True)

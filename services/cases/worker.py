@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from services.cases.handlers import consumers
+from services.cases.handlers import consumers, exports
 from services.cases.models import open_store
 from shared import events as ev
 from shared.bus.dispatch import Handler, Subscription
-from shared.bus.topology import CASES_DELIVERY, CASES_MESSAGES
+from shared.bus.topology import CASES_DELIVERY, CASES_EXPORTS, CASES_MESSAGES
 from shared.settings import Settings
 from shared.uow import ServiceStore
 
@@ -32,4 +32,12 @@ def subscriptions(settings: Settings, store: ServiceStore | None = None) -> list
             CASES_MESSAGES, store, MESSAGE_HANDLERS, prepare=consumers.prepare_message_events
         ),
         Subscription(CASES_DELIVERY, store, FLOWBRIDGE_HANDLERS),
+        # One export at a time, never batched: its handler commits each step itself
+        # (handlers/exports.py), so a batch's rollback could not undo it.
+        Subscription(
+            CASES_EXPORTS,
+            store,
+            {ev.EXPORT_REQUESTED: exports.export_handler(settings)},
+            batch=False,
+        ),
     ]

@@ -46,6 +46,8 @@ CASES_DELIVERY = QueueSpec(
         ev.CATALOG_SYNCED,
     ),
 )
+# Its own queue: building a file takes seconds to minutes and must not hold up messages.
+CASES_EXPORTS = QueueSpec("cases", "exports", (ev.EXPORT_REQUESTED,))
 
 FLOWBRIDGE_CASES = QueueSpec(
     "flowbridge", "cases", (ev.CASE_OPENED, ev.CASE_REOPENED, ev.CASE_CLOSED)
@@ -61,6 +63,7 @@ QUEUES: tuple[QueueSpec, ...] = (
     LABELER_LABELS,
     CASES_MESSAGES,
     CASES_DELIVERY,
+    CASES_EXPORTS,
     FLOWBRIDGE_CASES,
     FLOWBRIDGE_OUTGOING,
     FLOWBRIDGE_MIRROR,

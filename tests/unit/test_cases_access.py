@@ -47,6 +47,8 @@ def victim(world):
         ),
         201,
     )
+    export = world.export(manager, "messages", "csv", folder="archived")
+    assert export["state"] == "done" and export["progress"] == 1
     return {
         "answer": answer["id"],
         "label": label_a,
@@ -59,6 +61,7 @@ def victim(world):
         "token": token,
         "notification": notification["id"],
         "ref": ref,
+        "export": export["id"],
     }
 
 
@@ -85,6 +88,7 @@ def path_values(victim):
         "case_id": victim["case"],
         "notification_id": victim["notification"],
         "answer_id": victim["answer"],
+        "export_id": victim["export"],
     }
 
 
@@ -129,6 +133,7 @@ def sample_body(victim, method, template):
         ("POST", "/api/v1/answers"): {"question": "Intruder?", "answer": "x"},
         ("POST", "/api/v1/answers/import"): {"csv": "question,answer\nIntruder?,x\n"},
         ("PATCH", "/api/v1/answers/{answer_id}"): {"question": "Hijacked?"},
+        ("POST", "/api/v1/exports"): {"kind": "messages", "format": "csv"},
     }
     if method in ("GET", "DELETE"):
         return None
@@ -157,6 +162,7 @@ def secrets_of(victim):
         victim["token"]["id"],
         victim["notification"],
         victim["answer"],
+        victim["export"],
         victim["agent"].id,
         victim["manager"].id,
         "secreto",
@@ -199,7 +205,8 @@ def test_every_endpoint_hides_other_orgs_and_other_partners_objects(world, victi
     # the same ids do reach the victim's objects: the 404s above were not typos
     for method, template, _ in routes(world.app):
         if method == "GET" and "{" in template:
-            owner = victim["manager"] if "notification" in template else world.admin
+            mine = "notification" in template or "export" in template
+            owner = victim["manager"] if mine else world.admin
             assert world.call(owner, method, template.format(**values)).status_code == 200, template
 
 
@@ -218,6 +225,7 @@ def snapshot(world, victim):
             world.ok(world.get(admin, f"/api/v1/users/{victim['agent'].id}")),
             agent_tokens,
             world.ok(world.get(manager, "/api/v1/notifications")),
+            world.ok(world.get(manager, "/api/v1/exports")),
             world.ok(world.get(admin, "/api/v1/org")),
             world.ok(world.get(admin, "/api/v1/users")),
             world.ok(world.get(admin, f"/api/v1/answers/{victim['answer']}")),

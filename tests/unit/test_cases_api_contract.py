@@ -103,6 +103,7 @@ def ids_of(world):
     message = world.message([label])
     case = world.open_case(world.admin, world.message([label]), partner)
     notification = "n-unknown"
+    export = world.export(world.admin, "cases", "xlsx")
     return {
         "partner_id": partner,
         "user_id": world.admin.id,
@@ -114,6 +115,7 @@ def ids_of(world):
         "answer_id": world.ok(
             world.post(world.admin, "/api/v1/answers", {"question": "q?", "answer": "a"}), 201
         )["id"],
+        "export_id": export["id"],
     }
 
 
@@ -348,6 +350,10 @@ def test_every_operation_answers_as_documented_at_least_once(world):
     ok(admin, "GET", "/stats/activity")
     ok(admin, "POST", "/partners", {"name": "Tour 2"})
     ok(admin, "POST", "/users", {"name": "U", "email": "u@tour.example", "role": "administrator"})
+    export = world.export(agent, "messages", "xlsx", q="hello")
+    ok(agent, "GET", "/exports")
+    ok(agent, "GET", f"/exports/{export['id']}")
+    ok(agent, "GET", f"/exports/{export['id']}/file")
     ok(None, "GET", "/openapi.json")
     world.client.get("/healthz")
     world.client.get("/readyz")

@@ -54,30 +54,58 @@ def list_cases(
 ) -> Page:
     with store.unit_of_work() as uow:
         session = uow.session
-        conditions = [Case.org == actor.org, case_visibility(actor)]
-        if state == "open":
-            conditions.append(Case.closed_on.is_(None))
-        elif state == "closed":
-            conditions.append(Case.closed_on.is_not(None))
-        if partner is not None:
-            conditions.append(Case.partner_id == partner)
-        if user is not None:
-            conditions.append(Case.user_id == user)
-        if label is not None:
-            if not actor.sees_label(label):
-                return Page([])
-            conditions.append(
-                exists().where(CaseLabel.case_id == Case.id, CaseLabel.label_id == label)
-            )
-        if contact is not None:
-            conditions.append(Case.contact_id == contact_id_of(session, actor, contact))
-        if opened_after is not None:
-            conditions.append(Case.opened_on > opened_after)
-        if opened_before is not None:
-            conditions.append(Case.opened_on < opened_before)
+        conditions = case_conditions(
+            session,
+            actor,
+            state=state,
+            partner=partner,
+            user=user,
+            label=label,
+            contact=contact,
+            opened_after=opened_after,
+            opened_before=opened_before,
+        )
+        if conditions is None:
+            return Page([])
         page, next_cursor = newest_first(session, Case, Case.opened_on, conditions, cursor, limit)
         items = case_views(session, actor, ensure_org(session, actor.org), page)
         return Page(items, next_cursor)
+
+
+def case_conditions(
+    session: Session,
+    actor: Actor,
+    *,
+    state: str | None = None,
+    partner: str | None = None,
+    user: str | None = None,
+    label: str | None = None,
+    contact: str | None = None,
+    opened_after: datetime | None = None,
+    opened_before: datetime | None = None,
+) -> list[Any] | None:
+    """The conditions on ``Case`` of the case list's filters, as the actor may see it; None when
+    nothing can match. The case list and the cases export read the same rows with them."""
+    conditions = [Case.org == actor.org, case_visibility(actor)]
+    if state == "open":
+        conditions.append(Case.closed_on.is_(None))
+    elif state == "closed":
+        conditions.append(Case.closed_on.is_not(None))
+    if partner is not None:
+        conditions.append(Case.partner_id == partner)
+    if user is not None:
+        conditions.append(Case.user_id == user)
+    if label is not None:
+        if not actor.sees_label(label):
+            return None
+        conditions.append(exists().where(CaseLabel.case_id == Case.id, CaseLabel.label_id == label))
+    if contact is not None:
+        conditions.append(Case.contact_id == contact_id_of(session, actor, contact))
+    if opened_after is not None:
+        conditions.append(Case.opened_on > opened_after)
+    if opened_before is not None:
+        conditions.append(Case.opened_on < opened_before)
+    return conditions
 
 
 def case_counts(store: ServiceStore, actor: Actor) -> dict[str, int]:

@@ -82,34 +82,63 @@ def list_messages(
             cursor=cursor,
             limit=limit,
         )
-    if folder == "unlabelled":
-        require_admin(actor)
     with store.unit_of_work() as uow:
         session = uow.session
-        conditions = [
-            Message.org == actor.org,
-            Message.received_at.is_not(None),
-            _folder_condition(actor, folder),
-        ]
-        if not simulation:
-            conditions.append(Message.simulation.is_(False))
-        if label is not None:
-            if not actor.sees_label(label):
-                return Page([])
-            conditions.append(
-                exists().where(
-                    MessageLabel.message_id == Message.id, MessageLabel.label_id == label
-                )
-            )
-        conditions += _common_filters(
-            session, actor, Message, Message.received_at, contact, text, after, before
+        conditions = message_conditions(
+            session,
+            actor,
+            folder=folder,
+            label=label,
+            contact=contact,
+            text=text,
+            after=after,
+            before=before,
+            simulation=simulation,
         )
+        if conditions is None:
+            return Page([])
         page, next_cursor = newest_first(
             session, Message, Message.received_at, conditions, cursor, limit
         )
         org = ensure_org(session, actor.org)
         items = _message_views(session, actor, org, page)
         return Page(items, next_cursor)
+
+
+def message_conditions(
+    session: Session,
+    actor: Actor,
+    *,
+    folder: str = "inbox",
+    label: str | None = None,
+    contact: str | None = None,
+    text: str | None = None,
+    after: datetime | None = None,
+    before: datetime | None = None,
+    simulation: bool = False,
+) -> list[Any] | None:
+    """The conditions on ``Message`` of a folder (not sent) with its filters, as the actor may
+    see it; None when nothing can match (a label the actor does not see). The inbox pages and
+    the messages export (handlers/export_kinds.py) read the same rows with them."""
+    if folder == "unlabelled":
+        require_admin(actor)
+    conditions = [
+        Message.org == actor.org,
+        Message.received_at.is_not(None),
+        _folder_condition(actor, folder),
+    ]
+    if not simulation:
+        conditions.append(Message.simulation.is_(False))
+    if label is not None:
+        if not actor.sees_label(label):
+            return None
+        conditions.append(
+            exists().where(MessageLabel.message_id == Message.id, MessageLabel.label_id == label)
+        )
+    conditions += _common_filters(
+        session, actor, Message, Message.received_at, contact, text, after, before
+    )
+    return conditions
 
 
 def _folder_condition(actor: Actor, folder: str) -> Any:
@@ -142,14 +171,22 @@ def _common_filters(session, actor, model, timestamp, contact, text, after, befo
     return conditions
 
 
+def sent_conditions(session, actor, *, contact=None, text=None, after=None, before=None):
+    """The conditions on ``Outgoing`` of the sent folder with its filters, as the actor may see
+    it (the replies export reads the same rows)."""
+    conditions = [Outgoing.org == actor.org]
+    if not actor.is_admin:
+        conditions.append(Outgoing.partner_id == actor.partner_id)
+    return conditions + _common_filters(
+        session, actor, Outgoing, Outgoing.created_at, contact, text, after, before
+    )
+
+
 def _list_sent(store, actor, *, contact, text, after, before, cursor, limit) -> Page:
     with store.unit_of_work() as uow:
         session = uow.session
-        conditions = [Outgoing.org == actor.org]
-        if not actor.is_admin:
-            conditions.append(Outgoing.partner_id == actor.partner_id)
-        conditions += _common_filters(
-            session, actor, Outgoing, Outgoing.created_at, contact, text, after, before
+        conditions = sent_conditions(
+            session, actor, contact=contact, text=text, after=after, before=before
         )
         page, next_cursor = newest_first(
             session, Outgoing, Outgoing.created_at, conditions, cursor, limit

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import delete, exists, func, select
+from sqlalchemy import delete, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from services.cases.domain import (
@@ -92,9 +92,26 @@ def notify(
 
 
 def _notification_visibility(actor: Actor) -> Any:
-    """A notification shows only while its reader may read its case (checked again on every
-    read: access can be lost after the notification was written)."""
-    return exists().where(Case.id == Notification.case_id, case_visibility(actor))
+    """A notification about a case shows only while its reader may read the case (checked again
+    on every read: access can be lost after the notification was written); one about an export
+    is its requester's own."""
+    return or_(
+        Notification.case_id.is_(None),
+        exists().where(Case.id == Notification.case_id, case_visibility(actor)),
+    )
+
+
+def notify_export_ready(session: Session, user_id: str, export_id: str) -> None:
+    """Tell the requester their export can be downloaded."""
+    session.add(
+        Notification(
+            id=new_id(),
+            user_id=user_id,
+            export_id=export_id,
+            kind="export_ready",
+            created_at=utcnow(),
+        )
+    )
 
 
 def list_notifications(
@@ -119,6 +136,7 @@ def list_notifications(
                 n.id,
                 n.kind,
                 n.case_id,
+                n.export_id,
                 people.get(n.actor_id or ""),
                 n.created_at,
                 n.read_at is not None,
@@ -150,6 +168,7 @@ def mark_notification_read(
             notification.id,
             notification.kind,
             notification.case_id,
+            notification.export_id,
             by,
             notification.created_at,
             True,

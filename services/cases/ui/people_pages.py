@@ -38,6 +38,8 @@ def notification_list():
 @bp.post("/notifications/<notification_id>/read")
 def read_notification(notification_id: str):
     read = notifications.mark_notification_read(store(), g.signed_in.actor, notification_id[:64])
+    if read.export is not None:
+        return redirect(url_for("ui_exports.export_list"))
     return redirect(url_for("ui_cases.case_page", case_id=read.case))
 
 
