@@ -4,10 +4,14 @@ nothing wider than the screen, nothing identifying, screenshots of each."""
 
 from __future__ import annotations
 
+import io
 from datetime import UTC, datetime, timedelta
 
+import openpyxl
 from playwright.sync_api import expect
 
+from shared import events as ev
+from shared.bus.dispatch import Outcome
 from tests.browser.test_sign_in_and_inbox import choose_password, identifying, seed, sign_in
 
 
@@ -56,3 +60,35 @@ def test_the_statistics_pages(site, chromium, shots):
     expect(agent.get_by_role("heading", name="Counsellors")).to_be_visible()
     assert identifying(agent.content()) == []
     agent.screenshot(path=shots / "stats-partner-phone.png", full_page=True)
+
+
+def test_a_manager_exports_the_partners_replies_as_xlsx(site, chromium, shots):
+    world, base = site
+    seed(world)
+    history(world)
+    partner = world.ok(world.get(world.admin, "/api/v1/partners"))["items"][0]["id"]
+    manager = world.user(partner, role="manager", name="Marta")
+    message = world.ok(world.get(manager, "/api/v1/messages"))["items"][0]["id"]
+    world.ok(world.post(manager, f"/api/v1/messages/{message}/reply", {"text": "Estou aqui"}), 201)
+    link = world.ok(world.post(world.admin, f"/api/v1/users/{manager.id}/sign-in-link", {}), 201)
+    page = chromium.new_context(viewport={"width": 1280, "height": 900}, locale="en").new_page()
+    choose_password(page, base + link["path"])
+    page.get_by_role("link", name="Statistics").click()
+    expect(page.get_by_role("heading", name="Counsellors")).to_be_visible()
+    page.locator("form.export select[name=format]").select_option("xlsx")
+    page.locator("form.export button[type=submit]").click()
+    page.wait_for_url(base + "/exports")
+    for event in world.events(ev.EXPORT_REQUESTED):  # the cases worker's part
+        assert world.deliver(event) is Outcome.ACK
+    page.reload()
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Download").click()
+    path = download.value.path()
+    assert download.value.suggested_filename.endswith(".xlsx")
+    with open(path, "rb") as file:  # the download has no extension: openpyxl reads bytes
+        workbook = openpyxl.load_workbook(io.BytesIO(file.read()), read_only=True)
+    rows = list(workbook.active.iter_rows(values_only=True))
+    by = rows[0].index("by")
+    assert [row[by] for row in rows[1:]] == ["Marta"]  # the partner's replies, the one there is
+    assert identifying(page.content()) == []
+    page.screenshot(path=shots / "exports.png", full_page=True)

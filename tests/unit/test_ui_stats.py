@@ -3,11 +3,16 @@ replies' delays, a label's and a user's, agent activity sorted; who sees which (
 
 from __future__ import annotations
 
+import io
 import re
 from datetime import UTC, datetime, timedelta
 
+import openpyxl
+
+from shared import events as ev
+from shared.bus.dispatch import Outcome
 from tests.unit.test_stats import helpline
-from tests.unit.test_ui_sign_in import browser, set_password
+from tests.unit.test_ui_sign_in import browser, csrf, set_password
 
 
 def signed_in(world, person):
@@ -88,3 +93,23 @@ def test_charts_run_right_to_left_in_arabic(world):
     assert float(first_bar.search(english).group(1)) < 10
     assert float(first_bar.search(arabic).group(1)) > 590
     assert 'dir="rtl"' in arabic
+
+
+def test_a_partners_replies_exported_from_its_page(world):
+    h = story(world)
+    other_message = world.message([h["label"]], text="para a escola")
+    world.ok(
+        world.post(h["teacher"], f"/api/v1/messages/{other_message}/reply", {"text": "x"}), 201
+    )
+    client = signed_in(world, world.admin)
+    token = csrf(client, f"/stats/partners/{h['partner']}")
+    form = {"csrf_token": token, "kind": "replies", "partner": h["partner"], "format": "xlsx"}
+    assert client.post("/exports", data=form).status_code == 302
+    [requested] = world.events(ev.EXPORT_REQUESTED)
+    assert world.deliver(requested) is Outcome.ACK
+    download = client.get(f"/exports/{requested.data['export_id']}/file")
+    sheet = openpyxl.load_workbook(io.BytesIO(download.data), read_only=True).active
+    rows = list(sheet.iter_rows(values_only=True))
+    download.close()
+    partner_column = rows[0].index("partner")
+    assert [row[partner_column] for row in rows[1:]] == ["Helpline", "Helpline"]  # not the school's

@@ -69,8 +69,10 @@ class CaseFilters(_Strict):
 
 
 class ReplyFilters(_Strict):
-    """The sent folder's filters: the replies written after / before, to a contact, a text."""
+    """The sent folder's filters: the replies written after / before, to a contact, a text, by
+    one partner (a partner's statistics page; a partner's users see their own partner's only)."""
 
+    partner = Id()
     contact = Text(validate=validate.Length(max=20))
     q = Text(validate=validate.Length(max=200))
     after = When()
@@ -308,7 +310,9 @@ def reply_row(row: Any) -> list[Any]:
 def _reply_conditions(session, actor, filters):
     values = dict(filters)
     values["text"] = values.pop("q", None)
-    return sent_conditions(session, actor, **values)
+    partner = values.pop("partner", None)
+    conditions = sent_conditions(session, actor, **values)
+    return conditions + ([Outgoing.partner_id == partner] if partner else [])
 
 
 def read_replies(session, actor, filters, key, size) -> tuple[Batch, Any]:

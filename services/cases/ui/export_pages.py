@@ -21,7 +21,7 @@ protect(bp)  # signed-in users only, CSRF, private headers: as every page
 # The form fields each kind takes from the page that asks (the rest are ignored).
 FIELDS = {
     "messages": ("folder", "q", "label", "contact"),
-    "replies": ("q", "contact"),
+    "replies": ("q", "contact", "partner"),
     "cases": ("state",),
 }
 
