@@ -353,3 +353,25 @@ def test_concurrent_changes_keep_exact_counts(any_world):
     assert errors == []
     assert kept_rows(world.store) == from_scratch(world.store)
     assert handlers.message_counts(world.store, admin) == scanned_counts(world.store, admin)
+
+
+def test_a_message_inserted_by_the_commits_own_flush_is_counted(any_world):
+    """Nothing flushed it before the commit: the counts still see it arrive."""
+    from services.cases.handlers.contacts import ensure_contact
+    from services.cases.handlers.rows import ensure_org
+
+    with any_world.store.unit_of_work() as uow:
+        session = uow.session
+        contact = ensure_contact(session, ensure_org(session, ORG), new_uuid())
+        session.add(
+            Message(
+                id=new_uuid(),
+                org=ORG,
+                contact_id=contact.id,
+                received_at=at(),
+                attachments=[],
+                labeler_labels=[],
+            )
+        )
+        session.commit()
+    assert kept_rows(any_world.store) == from_scratch(any_world.store) != {}

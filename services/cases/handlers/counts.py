@@ -59,9 +59,6 @@ def _tracked(session: Session) -> _Tracked:
     tracked = session.info.get(_TRACKED)
     if tracked is None:
         tracked = session.info[_TRACKED] = _Tracked()
-        if not event.contains(session, "before_commit", _write_deltas):
-            event.listen(session, "before_commit", _write_deltas)
-            event.listen(session, "after_transaction_end", _forget)
     return tracked
 
 
@@ -143,12 +140,13 @@ def labels_changed(session: Session, message: Message, before: set[str], now: se
 
 # --- writing ------------------------------------------------------------------------------------
 def _write_deltas(session: Session) -> None:
+    """Before every commit of every session (a no-op where no message was touched)."""
+    if any(isinstance(obj, Message) for obj in session.new):
+        session.flush()  # inserted now, noticed now: not only by the commit's own flush
     tracked: _Tracked | None = session.info.get(_TRACKED)
-    if tracked is None:
+    if tracked is None or not tracked.touched:
         return
-    session.flush()  # the inserts' events fire; every change is in the database
-    if not tracked.touched:
-        return
+    session.flush()  # every change is in the database, and the locks below are taken last
     entries = list(tracked.touched.values())
     _fill_labels(session, entries)
     moves: dict[str, list[tuple[CountKey | None, CountKey | None]]] = {}
@@ -228,6 +226,10 @@ def apply_deltas(session: Session, rows: list[tuple[str, CountKey, int]]) -> Non
             set_={"n": MessageSetCount.n + statement.excluded.n},
         )
     )
+
+
+event.listen(Session, "before_commit", _write_deltas)
+event.listen(Session, "after_transaction_end", _forget)
 
 
 # --- reading and rebuilding ---------------------------------------------------------------------
