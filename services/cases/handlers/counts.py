@@ -11,10 +11,15 @@ Nobody computes a delta by hand. Whatever changes a received message's labels, `
 - deleting a label, which changes the labels of many messages at once, calls ``rebuild_counts``
   in its transaction.
 
-The first time a unit of work touches a message, the key the message had is remembered
-(``session.info``, dropped when the transaction ends); just before the commit each touched
-message's key now is compared with it and the differences go out as one multi-row upsert in key
-order: two transactions lock the rows they share in the same order (no deadlock), and hold the
+What a message was is read under its row lock (``FOR UPDATE``, in id order), the first time a
+transaction touches it: a worker's batch locks its messages where it reads them
+(``prepare_message_events``), commands with ``lock_messages`` before deciding, anything else
+when it first sets an attribute. Two transactions changing one message at once then count one
+move after the other, not the same move twice from what both read before. This transaction's
+changes (attributes set, labels added and removed) are collected beside it (``session.info``,
+dropped when the transaction ends); just before the commit each touched message's key before and
+after are compared and the differences go out as one multi-row upsert in key order: two
+transactions lock the count rows they share in the same order (no deadlock), and hold those
 locks only from that statement to the commit.
 """
 
@@ -24,11 +29,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, event, inspect, select, text
-from sqlalchemy.orm import Session, attributes, object_session
+from sqlalchemy import delete, event, func, inspect, literal, select, text
+from sqlalchemy.dialects.postgresql import aggregate_order_by
+from sqlalchemy.orm import Session, object_session
 
-from services.cases.domain import CountKey, count_deltas, count_key, label_set, label_set_hash
-from services.cases.handlers.cache import cache_of
+from services.cases.domain import (
+    LABEL_SET_SEPARATOR,
+    CountKey,
+    count_deltas,
+    count_key,
+    label_set,
+    label_set_hash,
+)
 from services.cases.models import Message, MessageLabel, MessageSetCount, Org
 from shared.db import insert_statement
 from shared.uow import ServiceStore
@@ -38,20 +50,31 @@ _TRACKED = "cases.counts"
 _PRIMARY_KEY = ("org", "label_hash", "archived", "flagged", "simulation")
 
 
+@dataclass(frozen=True)
+class _Row:
+    """A message as the database had it when this transaction locked it."""
+
+    org: str
+    values: dict[str, Any]  # the _COUNTED attributes
+    labels: frozenset[str]
+
+
 @dataclass
 class _Touched:
-    """One message this transaction changed: its key before (None: it was not counted, or did
-    not exist), and its labels where a change of them said so."""
+    """A message this transaction changes: as it was (None: inserted here), and what this
+    transaction did to it. The key it ends in is computed from these, not from what the handler
+    read before: a message read before another transaction changed it is counted right."""
 
     message: Message
-    before: CountKey | None
-    before_known: bool  # False: ``before`` still needs the labels it had (never changed here)
-    labels_before: frozenset[str] | None = None
-    labels_now: frozenset[str] | None = None
+    before: _Row | None
+    values: dict[str, Any] = field(default_factory=dict)  # attributes set here (last value)
+    added: set[str] = field(default_factory=set)
+    removed: set[str] = field(default_factory=set)
 
 
 @dataclass
 class _Tracked:
+    locked: dict[str, _Row] = field(default_factory=dict)
     touched: dict[str, _Touched] = field(default_factory=dict)
 
 
@@ -67,12 +90,6 @@ def _forget(session: Session, transaction: Any) -> None:
         session.info.pop(_TRACKED, None)
 
 
-def _state(message: Message, **overrides: Any) -> dict[str, Any]:
-    values = {name: getattr(message, name) for name in _COUNTED}
-    values.update(overrides)
-    return values
-
-
 def _key(values: dict[str, Any], labels: Iterable[str]) -> CountKey | None:
     return count_key(
         labels,
@@ -83,21 +100,85 @@ def _key(values: dict[str, Any], labels: Iterable[str]) -> CountKey | None:
     )
 
 
-def _touch(session: Session, message: Message, **before: Any) -> _Touched:
-    """The message's entry, made on first touch with the state it had (``before`` names the
-    attribute being set now, with its old value)."""
+# --- locking: what a message was is read under its row lock -------------------------------------
+def note_locked(session: Session, message: Message, labels: Iterable[str]) -> None:
+    """``message`` was just read ``FOR UPDATE`` (its attributes are the database's) and these are
+    its labels, read after: the state its changes in this transaction start from."""
+    tracked = _tracked(session)
+    if message.id not in tracked.locked:
+        values = {name: getattr(message, name) for name in _COUNTED}
+        tracked.locked[message.id] = _Row(message.org, values, frozenset(labels))
+
+
+def lock_messages(session: Session, message_ids: Iterable[str]) -> None:
+    """Lock these messages' rows (in id order) before a command changes them, and read them
+    again: two queries for any number. The loaded objects are refreshed, so the caller decides
+    on their current state; call it before changing them."""
+    tracked = _tracked(session)
+    wanted = sorted(set(message_ids) - tracked.locked.keys())
+    if not wanted:
+        return
+    messages = session.scalars(
+        select(Message)
+        .where(Message.id.in_(wanted))
+        .order_by(Message.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).all()
+    labels = _labels_of(session, wanted)
+    for message in messages:
+        note_locked(session, message, labels[message.id])
+
+
+def lock_label_messages(session: Session, label_id: str) -> None:
+    """Lock the rows of the messages carrying a label (in id order) before taking it off them:
+    a transaction changing one of them meanwhile waits, and then starts from what this one did."""
+    session.execute(
+        select(Message.id)
+        .where(
+            Message.id.in_(select(MessageLabel.message_id).where(MessageLabel.label_id == label_id))
+        )
+        .order_by(Message.id)
+        .with_for_update()
+    ).all()
+
+
+def _labels_of(session: Session, message_ids: list[str]) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {mid: set() for mid in message_ids}
+    for message_id, label_id in session.execute(
+        select(MessageLabel.message_id, MessageLabel.label_id).where(
+            MessageLabel.message_id.in_(message_ids)
+        )
+    ):
+        found[message_id].add(label_id)
+    return found
+
+
+def _lock_one(session: Session, message: Message) -> _Row:
+    """Lock and read one message that nobody locked (a handler setting an attribute): its
+    columns only, so the object and the change being made to it stay as they are."""
+    with session.no_autoflush:
+        row = session.execute(
+            select(Message.org, *(getattr(Message, name) for name in _COUNTED))
+            .where(Message.id == message.id)
+            .with_for_update()
+        ).one()
+        labels = _labels_of(session, [message.id])[message.id]
+    locked = _Row(row.org, {name: getattr(row, name) for name in _COUNTED}, frozenset(labels))
+    _tracked(session).locked[message.id] = locked
+    return locked
+
+
+# --- noticing changes ---------------------------------------------------------------------------
+def _touch(session: Session, message: Message) -> _Touched:
     tracked = _tracked(session)
     entry = tracked.touched.get(message.id)
     if entry is None:
         if inspect(message).persistent:
-            values = _state(message, **before)
-            # Labels are filled in at the commit if nothing here changes them.
-            entry = _Touched(message, _key(values, ()), False)
-            if entry.before is None:
-                entry.before_known = True  # not counted: its labels do not matter
+            before = tracked.locked.get(message.id) or _lock_one(session, message)
         else:  # inserted by this transaction
-            entry = _Touched(message, None, True)
-        tracked.touched[message.id] = entry
+            before = None
+        entry = tracked.touched[message.id] = _Touched(message, before)
     return entry
 
 
@@ -105,9 +186,7 @@ def _on_set(target: Message, value: Any, old: Any, _initiator: Any, *, name: str
     session = object_session(target)
     if session is None or value == old or target.id is None:
         return  # not in a session yet (being built), or unchanged
-    if old in (attributes.NO_VALUE, attributes.NEVER_SET):
-        old = None
-    _touch(session, target, **{name: old})
+    _touch(session, target).values[name] = value
 
 
 def _on_insert(_mapper: Any, _connection: Any, target: Message) -> None:
@@ -115,9 +194,9 @@ def _on_insert(_mapper: Any, _connection: Any, target: Message) -> None:
     if session is not None:
         entry = _tracked(session).touched.get(target.id)
         if entry is None:
-            _tracked(session).touched[target.id] = _Touched(target, None, True)
+            _tracked(session).touched[target.id] = _Touched(target, None)
         else:  # touched while pending: it did not exist before
-            entry.before, entry.before_known = None, True
+            entry.before = None
 
 
 for _name in _COUNTED:
@@ -131,11 +210,15 @@ event.listen(Message, "before_insert", _on_insert)
 
 
 def labels_changed(session: Session, message: Message, before: set[str], now: set[str]) -> None:
-    """``set_message_labels`` changed the message's labels from ``before`` to ``now``."""
+    """``set_message_labels`` took ``before - now`` off the message and put ``now - before``
+    on it."""
     entry = _touch(session, message)
-    if entry.labels_before is None:
-        entry.labels_before = frozenset(before)
-    entry.labels_now = frozenset(now)
+    for label in before - now:
+        entry.added.discard(label)
+        entry.removed.add(label)
+    for label in now - before:
+        entry.removed.discard(label)
+        entry.added.add(label)
 
 
 # --- writing ------------------------------------------------------------------------------------
@@ -147,57 +230,26 @@ def _write_deltas(session: Session) -> None:
     if tracked is None or not tracked.touched:
         return
     session.flush()  # every change is in the database, and the locks below are taken last
-    entries = list(tracked.touched.values())
-    _fill_labels(session, entries)
     moves: dict[str, list[tuple[CountKey | None, CountKey | None]]] = {}
-    for entry in entries:
-        message = entry.message
-        after = _key(_state(message), entry.labels_now or ())
-        moves.setdefault(message.org, []).append((entry.before, after))
+    for entry in tracked.touched.values():
+        message, before = entry.message, entry.before
+        if before is None:  # ours alone: the object is the truth
+            values = {name: getattr(message, name) for name in _COUNTED}
+            labels: Iterable[str] = entry.added
+            was = None
+        else:
+            values = {**before.values, **entry.values}
+            labels = (before.labels - entry.removed) | entry.added
+            was = _key(before.values, before.labels)
+        moves.setdefault(message.org, []).append((was, _key(values, labels)))
     tracked.touched.clear()
+    tracked.locked.clear()
     rows = [
         (org, key, n)
         for org, org_moves in moves.items()
         for key, n in count_deltas(org_moves).items()
     ]
     apply_deltas(session, rows)
-
-
-def _fill_labels(session: Session, entries: list[_Touched]) -> None:
-    """The labels of the touched messages whose labels this transaction did not change (one
-    query at most: a worker's batch knows them already)."""
-    known = cache_of(session).message_labels
-    missing = []
-    for entry in entries:
-        if entry.labels_now is not None:
-            continue
-        message = entry.message
-        needed = not entry.before_known or message.received_at is not None
-        if not needed:
-            continue
-        if message.id in known:
-            entry.labels_now = entry.labels_before = frozenset(known[message.id])
-        else:
-            missing.append(entry)
-    if missing:
-        found: dict[str, set[str]] = {entry.message.id: set() for entry in missing}
-        for message_id, label_id in session.execute(
-            select(MessageLabel.message_id, MessageLabel.label_id).where(
-                MessageLabel.message_id.in_(found)
-            )
-        ):
-            found[message_id].add(label_id)
-        for entry in missing:
-            entry.labels_now = entry.labels_before = frozenset(found[entry.message.id])
-    for entry in entries:
-        if not entry.before_known and entry.before is not None:
-            entry.before = CountKey(
-                label_set(entry.labels_before or ()),
-                entry.before.archived,
-                entry.before.flagged,
-                entry.before.simulation,
-            )
-            entry.before_known = True
 
 
 def apply_deltas(session: Session, rows: list[tuple[str, CountKey, int]]) -> None:
@@ -248,7 +300,10 @@ def count_rows(session: Session, org: str) -> list[tuple[CountKey, int]]:
 
 
 def counted_from_messages(session: Session, org: str) -> dict[CountKey, int]:
-    """The org's counts as its messages say, read from scratch."""
+    """The org's counts as its messages say, read from scratch: on PostgreSQL by the database
+    (a few rows come back), elsewhere by one pass here."""
+    if session.get_bind().dialect.name == "postgresql":
+        return _counted_by_postgres(session, org)
     labels: dict[str, set[str]] = {}
     for message_id, label_id in session.execute(
         select(MessageLabel.message_id, MessageLabel.label_id)
@@ -267,6 +322,35 @@ def counted_from_messages(session: Session, org: str) -> dict[CountKey, int]:
     return counts
 
 
+def _counted_by_postgres(session: Session, org: str) -> dict[CountKey, int]:
+    label_set_of = (
+        select(
+            func.string_agg(
+                MessageLabel.label_id,
+                # byte order, as Python's sorted(): the set's string is its key
+                aggregate_order_by(
+                    literal(LABEL_SET_SEPARATOR), MessageLabel.label_id.collate("C")
+                ),
+            )
+        )
+        .where(MessageLabel.message_id == Message.id)
+        .scalar_subquery()
+    )
+    per_message = (
+        select(
+            func.coalesce(label_set_of, "").label("label_set"),
+            Message.archived,
+            Message.flagged,
+            Message.simulation,
+        )
+        .where(Message.org == org, Message.received_at.is_not(None))
+        .subquery()
+    )
+    columns = [per_message.c[name] for name in ("label_set", "archived", "flagged", "simulation")]
+    rows = session.execute(select(*columns, func.count()).group_by(*columns))
+    return {CountKey(*row[:4]): row[4] for row in rows}
+
+
 def rebuild_counts(session: Session, org: str) -> int:
     """Recount the org's rows from its messages, in the caller's transaction; returns how many
     rows it has. Deleting a label calls it (every message of the label changes its set), and
@@ -282,9 +366,11 @@ def rebuild_counts(session: Session, org: str) -> int:
     session.execute(delete(MessageSetCount).where(MessageSetCount.org == org))
     apply_deltas(session, [(org, key, n) for key, n in counts.items()])
     tracked: _Tracked | None = session.info.get(_TRACKED)
-    if tracked is not None:  # what they changed is in the rows now
+    if tracked is not None:  # what they changed is in the rows now; later changes start anew
         for message_id in [m for m, e in tracked.touched.items() if e.message.org == org]:
             del tracked.touched[message_id]
+        for message_id in [m for m, row in tracked.locked.items() if row.org == org]:
+            del tracked.locked[message_id]
     return len(counts)
 
 
