@@ -325,27 +325,56 @@ def test_the_migration_counts_the_messages_already_there(any_world):
 
 
 def test_concurrent_changes_keep_exact_counts(any_world):
-    """Several people acting at once on messages sharing count rows (and a label deleted
-    meanwhile) on one database: no lost update, no deadlock."""
+    """People acting at once on the same messages, the labeler relabelling them meanwhile and a
+    label deleted meanwhile, on one database: each change starts from what the message is when
+    it is locked, not from what was read before (no move counted twice), and no deadlock."""
     world = any_world
-    keep, gone = world.label("keep"), world.label("gone")
-    messages = [world.message([keep, gone] if n % 2 else [keep]) for n in range(24)]
+    keep, other, gone = world.label("keep"), world.label("other"), world.label("gone")
+    received = [message_received() for _ in range(16)]
+    for n, event in enumerate(received):
+        world.deliver(event)
+        world.deliver(message_labeled(event, [keep, gone] if n % 2 else [keep]))
+    messages = [event.data["message_id"] for event in received]
     admin = handlers.authenticate(world.store, world.admin.token)
     errors: list[BaseException] = []
 
-    def work(mine: list[str], seed: int) -> None:
+    def person(seed: int) -> None:
         rng = random.Random(seed)
         try:
-            for _ in range(15):
+            for _ in range(20):
                 action = rng.choice(("flag", "unflag", "archive", "restore", "label", "unlabel"))
-                label = keep if action in ("label", "unlabel") else None
-                handlers.act_on_messages(world.store, admin, rng.sample(mine, 2), action, label)
+                label = rng.choice((keep, other)) if action in ("label", "unlabel") else None
+                handlers.act_on_messages(world.store, admin, rng.sample(messages, 3), action, label)
         except BaseException as exc:  # noqa: BLE001 (reported below)
             errors.append(exc)
 
-    threads = [threading.Thread(target=work, args=(messages[n::4], n)) for n in range(4)] + [
-        threading.Thread(target=handlers.delete_label, args=(world.store, admin, gone))
-    ]
+    def labeler() -> None:
+        rng = random.Random(99)
+        try:
+            for n in range(15):
+                events = [
+                    message_labeled(
+                        event,
+                        rng.sample([keep, other], rng.choice((0, 1, 2))),
+                        occurred_at=event.occurred_at + timedelta(minutes=n + 1),
+                    )
+                    for event in rng.sample(received, 3)
+                ]
+                outcomes = dispatch_batch(
+                    world.subscriptions["messages"], [e.body() for e in events]
+                )
+                assert outcomes == [Outcome.ACK] * len(events)
+        except BaseException as exc:  # noqa: BLE001 (reported below)
+            errors.append(exc)
+
+    def deleter() -> None:
+        try:
+            handlers.delete_label(world.store, admin, gone)
+        except BaseException as exc:  # noqa: BLE001 (reported below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=person, args=(n,)) for n in range(4)]
+    threads += [threading.Thread(target=labeler), threading.Thread(target=deleter)]
     for thread in threads:
         thread.start()
     for thread in threads:

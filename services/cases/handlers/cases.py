@@ -24,6 +24,7 @@ from services.cases.domain import (
 from services.cases.handlers.access import load_case, load_message, message_visibility
 from services.cases.handlers.case_reads import case_views
 from services.cases.handlers.changes import apply_case_change
+from services.cases.handlers.counts import lock_messages
 from services.cases.handlers.labels import known_labels
 from services.cases.handlers.notifications import (
     drop_watchers_without_access,
@@ -207,6 +208,7 @@ def _attach_messages(
             Message.received_at >= source.received_at,
         )
     ).all()
+    lock_messages(session, [m.id for m in messages])  # decide on what they are now
     archived = []
     for message in messages:
         message.case_id = case.id

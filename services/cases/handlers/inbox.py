@@ -28,7 +28,7 @@ from services.cases.handlers.access import (
 )
 from services.cases.handlers.changes import mirror_archive
 from services.cases.handlers.contacts import contact_view
-from services.cases.handlers.counts import count_rows
+from services.cases.handlers.counts import count_rows, lock_messages
 from services.cases.handlers.labels import load_label
 from services.cases.handlers.replies import outgoing_views
 from services.cases.handlers.rows import (
@@ -220,6 +220,7 @@ def act_on_messages(
         session = uow.session
         org = ensure_org(session, actor.org)
         messages = [load_message(session, actor, mid) for mid in dict.fromkeys(message_ids)]
+        lock_messages(session, [m.id for m in messages])  # decide on what they are now
         if action in ("label", "unlabel"):
             if label_id is None:
                 raise Invalid({"label": ["A label is required for this action."]})

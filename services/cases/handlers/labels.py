@@ -19,7 +19,7 @@ from services.cases.domain import (
 )
 from services.cases.handlers.access import require_admin
 from services.cases.handlers.changes import apply_case_change, label_changed
-from services.cases.handlers.counts import rebuild_counts
+from services.cases.handlers.counts import lock_label_messages, rebuild_counts
 from services.cases.handlers.rows import case_label_ids, case_state, ensure_org, flush_unique
 from services.cases.models import (
     Case,
@@ -153,6 +153,7 @@ def delete_label(store: ServiceStore, actor: Actor, label_id: str) -> None:
             .join(CaseLabel, CaseLabel.case_id == Case.id)
             .where(CaseLabel.label_id == label.id)
         ).all()
+        lock_label_messages(session, label.id)  # changes of them meanwhile wait for this one
         session.execute(delete(MessageLabel).where(MessageLabel.label_id == label.id))
         session.execute(delete(CaseLabel).where(CaseLabel.label_id == label.id))
         session.execute(delete(PartnerLabel).where(PartnerLabel.label_id == label.id))

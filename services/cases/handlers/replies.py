@@ -16,6 +16,7 @@ from services.cases.domain import (
 from services.cases.handlers.access import load_case, load_message
 from services.cases.handlers.changes import mirror_archive
 from services.cases.handlers.contacts import contact_view
+from services.cases.handlers.counts import lock_messages
 from services.cases.handlers.rows import case_state, ensure_org, user_refs
 from services.cases.models import (
     Case,
@@ -36,6 +37,7 @@ def reply_to_message(store: ServiceStore, actor: Actor, message_id: str, text: s
         session = uow.session
         org = ensure_org(session, actor.org)
         message = load_message(session, actor, message_id)
+        lock_messages(session, [message.id])  # decide on what it is now
         contact = session.get(Contact, message.contact_id)
         assert contact is not None
         case = session.get(Case, message.case_id) if message.case_id else None
