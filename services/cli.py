@@ -270,6 +270,22 @@ def cmd_cases_bootstrap(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_cases_rebuild_counts(args: argparse.Namespace, settings: Settings) -> int:
+    """Recount the folder counts from the messages (they are kept as messages change; this is
+    for an operator who doubts them, or after rows were written around the service)."""
+    from services.cases import handlers
+
+    migrate(settings, ("cases",))
+    store = models_of("cases").open_store(settings)
+    try:
+        rebuilt = handlers.rebuild_message_counts(store, args.org)
+    finally:
+        store.db.dispose()
+    for org, rows in rebuilt.items():
+        print(f"{org}: {rows} count rows rebuilt from its messages")
+    return 0
+
+
 def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
     from services.stack import Stack
 
@@ -450,6 +466,11 @@ def build_parser() -> argparse.ArgumentParser:
     bootstrap.add_argument("--admin-email", required=True)
     bootstrap.add_argument("--admin-name", help="default: the email's local part")
     bootstrap.set_defaults(func=cmd_cases_bootstrap)
+    rebuild = cases.add_parser(
+        "rebuild-counts", help="recount an org's (or every org's) folder counts from its messages"
+    )
+    rebuild.add_argument("--org", help="the org key (default: every org)")
+    rebuild.set_defaults(func=cmd_cases_rebuild_counts)
     stats = cases.add_parser(
         "rebuild-stats", help="recount an org's (or every org's) statistics from its history"
     )

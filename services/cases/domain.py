@@ -312,6 +312,105 @@ def restore_allowed(case_state: CaseState | None) -> bool:
     return case_state is not CaseState.OPEN
 
 
+# --- folder counts ------------------------------------------------------------------------------
+# The counts are kept per set of messages that look alike to every reader: one row per (org, the
+# message's labels, archived, flagged, simulation). A reader's folders are sums over the org's
+# rows, so who sees what (a partner restricted to new labels) never needs anything recomputed.
+
+
+@dataclass(frozen=True, order=True)
+class CountKey:
+    """Which count row a received message is in."""
+
+    label_set: str  # the label ids, sorted, joined by LABEL_SET_SEPARATOR ("" for none)
+    archived: bool
+    flagged: bool
+    simulation: bool
+
+    @property
+    def labels(self) -> frozenset[str]:
+        return (
+            frozenset(self.label_set.split(LABEL_SET_SEPARATOR)) if self.label_set else frozenset()
+        )
+
+
+LABEL_SET_SEPARATOR = ","
+
+
+def label_set(label_ids: Iterable[str]) -> str:
+    """A set of labels as one string: sorted ids, so that equal sets are equal strings."""
+    return LABEL_SET_SEPARATOR.join(sorted(set(label_ids)))
+
+
+def label_set_hash(labels: str) -> str:
+    """The fixed-size key of a label set in the count rows' primary key (a set of many labels
+    would not fit in an index entry). The data migration 0003 holds a copy: keep them equal."""
+    return hashlib.blake2b(labels.encode(), digest_size=16).hexdigest()
+
+
+def count_key(
+    label_ids: Iterable[str], *, received: bool, archived: bool, flagged: bool, simulation: bool
+) -> CountKey | None:
+    """The count row of a message in this state; None while it is not received (not shown)."""
+    if not received:
+        return None
+    return CountKey(label_set(label_ids), archived, flagged, simulation)
+
+
+def count_deltas(moves: Iterable[tuple[CountKey | None, CountKey | None]]) -> dict[CountKey, int]:
+    """What moving each message from its first key to its second does to the counts (None: not
+    counted), the keys that end unchanged left out."""
+    deltas: dict[CountKey, int] = {}
+    for before, after in moves:
+        if before == after:
+            continue
+        if before is not None:
+            deltas[before] = deltas.get(before, 0) - 1
+        if after is not None:
+            deltas[after] = deltas.get(after, 0) + 1
+    return {key: n for key, n in deltas.items() if n}
+
+
+def sees_message_labels(actor: Actor, labels: Set[str]) -> bool:
+    """Whether a message with these labels is in the actor's folders (``can_see_message``
+    outside of cases, which folders do not look at)."""
+    return can_see_message(actor, labels)
+
+
+def folder_counts(
+    actor: Actor, rows: Iterable[tuple[CountKey, int]], *, simulation: bool = False
+) -> tuple[dict[str, int], dict[str, int]]:
+    """The actor's folder counts and per-label inbox counts, from the org's count rows.
+
+    Folders count the messages the actor sees: inbox (administrators: the labelled ones; the
+    unlabelled are their own folder), flagged, archived. Labels count, for each label the actor
+    sees, the inbox messages carrying it, of any visibility (a partner sees every message of a
+    label it sees). Simulated messages count only when asked. Sent is not here: replies are
+    counted apart."""
+    folders = {"inbox": 0, "flagged": 0, "archived": 0}
+    if actor.is_admin:
+        folders["unlabelled"] = 0
+    labels: dict[str, int] = {}
+    for key, n in rows:
+        if not n or (key.simulation and not simulation):
+            continue
+        carried = key.labels
+        for label in carried:
+            if not key.archived and actor.sees_label(label):
+                labels[label] = labels.get(label, 0) + n
+        if not sees_message_labels(actor, carried):
+            continue
+        if key.archived:
+            folders["archived"] += n
+        elif carried or not actor.is_admin:
+            folders["inbox"] += n
+        else:
+            folders["unlabelled"] += n
+        if key.flagged:
+            folders["flagged"] += n
+    return folders, {label: n for label, n in labels.items() if n}
+
+
 # --- contact pseudonyms -------------------------------------------------------------------------
 
 # Crockford's base32: no I, L, O or U, so a reference read over the phone is not misheard.

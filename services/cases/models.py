@@ -276,6 +276,23 @@ class MessageLabel(Base):
     label_id: Mapped[str] = mapped_column(ForeignKey("labels.id"), primary_key=True)
 
 
+class MessageSetCount(Base):
+    """How many received messages of an org look alike to every reader: the same labels
+    (``label_set``, keyed by its hash), archived, flagged, simulation. Kept by the handlers in
+    the transaction of each change (handlers/counts.py) and read by the folder counts, which
+    then never scan the messages. ``n`` may be 0 (a row is not deleted when it empties)."""
+
+    __tablename__ = "message_set_counts"
+
+    org: Mapped[str] = mapped_column(ForeignKey("orgs.key"), primary_key=True)
+    label_hash: Mapped[str] = mapped_column(String(32), primary_key=True)
+    archived: Mapped[bool] = mapped_column(Boolean, primary_key=True)
+    flagged: Mapped[bool] = mapped_column(Boolean, primary_key=True)
+    simulation: Mapped[bool] = mapped_column(Boolean, primary_key=True)
+    label_set: Mapped[str] = mapped_column(Text)
+    n: Mapped[int] = mapped_column(Integer)
+
+
 class MessageAction(Base):
     """A message's history: who did what, when (``user_id`` None: the system did)."""
 
@@ -298,6 +315,8 @@ class Outgoing(Base):
     __tablename__ = "outgoing"
     __table_args__ = (
         Index("ix_outgoing_sent", "org", "created_at", "id"),
+        # A partner's sent folder and its count.
+        Index("ix_outgoing_partner", "org", "partner_id", "created_at", "id"),
         Index("ix_outgoing_case", "case_id", "created_at"),
     )
 

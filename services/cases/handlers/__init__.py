@@ -4,6 +4,7 @@ per consumed event, each in the module of its capability:
 - ``access``: who is calling (tokens) and what they may see (messages, cases);
 - ``org``, ``people``, ``labels``: the org's settings, its partners, users and tokens, its labels;
 - ``inbox``: folders, counts, message actions and locks; ``replies``: answering a contact;
+- ``counts``: the folder counts, kept as messages change (and rebuilt from them);
 - ``cases``: opening, working and closing a case; ``case_reads``: case lists and timelines;
 - ``notifications``: watchers and what they are told;
 - ``sign_in``: the web pages' sign-in (one-time links, passwords, limits, sessions' users);
@@ -52,6 +53,9 @@ from services.cases.handlers.consumers import (
     on_outgoing_failed,
     on_outgoing_sent,
     prepare_message_events,
+)
+from services.cases.handlers.counts import (
+    rebuild_message_counts,
 )
 from services.cases.handlers.inbox import (
     act_on_messages,
@@ -144,6 +148,7 @@ __all__ = [
     "org_catalog",
     "prepare_message_events",
     "reassign_case",
+    "rebuild_message_counts",
     "reopen_case",
     "reply_in_case",
     "reply_to_message",

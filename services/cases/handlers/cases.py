@@ -26,6 +26,7 @@ from services.cases.handlers.access import load_case, load_message, message_visi
 from services.cases.handlers.answers import reply_answer
 from services.cases.handlers.case_reads import case_views
 from services.cases.handlers.changes import apply_case_change
+from services.cases.handlers.counts import lock_messages
 from services.cases.handlers.labels import known_labels
 from services.cases.handlers.notifications import (
     drop_watchers_without_access,
@@ -209,6 +210,7 @@ def _attach_messages(
             Message.received_at >= source.received_at,
         )
     ).all()
+    lock_messages(session, [m.id for m in messages])  # decide on what they are now
     archived = []
     for message in messages:
         message.case_id = case.id

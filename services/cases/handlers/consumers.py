@@ -17,6 +17,7 @@ from services.cases.domain import (
 from services.cases.handlers.cache import cache_of
 from services.cases.handlers.changes import mirror_archive
 from services.cases.handlers.contacts import ensure_contact, insert_contacts
+from services.cases.handlers.counts import note_locked
 from services.cases.handlers.notifications import notify, watchers
 from services.cases.handlers.rows import (
     ensure_org,
@@ -79,7 +80,11 @@ def prepare_message_events(uow: UnitOfWork, events: list[Envelope]) -> None:
     message_ids = {event.data["message_id"] for event in events}
     if not message_ids:
         return
-    for message in session.scalars(select(Message).where(Message.id.in_(message_ids))):
+    # Locked (in id order) for the folder counts: what these messages were is what this batch
+    # reads here, not what a concurrent change made of them.
+    for message in session.scalars(
+        select(Message).where(Message.id.in_(message_ids)).order_by(Message.id).with_for_update()
+    ):
         known.messages[message.id] = message
         known.message_labels[message.id] = set()
     found = [mid for mid in message_ids if mid in known.messages]
@@ -91,6 +96,8 @@ def prepare_message_events(uow: UnitOfWork, events: list[Envelope]) -> None:
         )
         for message_id, label_id in rows:
             known.message_labels[message_id].add(label_id)
+    for message_id in found:
+        note_locked(session, known.messages[message_id], known.message_labels[message_id])
     known.messages_read.update(message_ids)
 
 
@@ -176,7 +183,9 @@ def _ensure_message(
     known = cache_of(session)
     message = known.messages.get(data["message_id"])
     if message is None and data["message_id"] not in known.messages_read:
-        message = session.get(Message, data["message_id"])
+        message = session.get(Message, data["message_id"], with_for_update=True)
+        if message is not None:  # what the counts start from: see prepare_message_events
+            note_locked(session, message, known_message_labels(session, message.id))
     created = message is None
     if message is None:
         message = Message(

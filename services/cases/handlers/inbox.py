@@ -16,6 +16,7 @@ from services.cases.domain import (
     Actor,
     Conflict,
     Invalid,
+    folder_counts,
     lock_holder,
     may_lock,
     restore_allowed,
@@ -28,6 +29,7 @@ from services.cases.handlers.access import (
 )
 from services.cases.handlers.changes import mirror_archive
 from services.cases.handlers.contacts import contact_view
+from services.cases.handlers.counts import count_rows, lock_messages
 from services.cases.handlers.labels import load_label
 from services.cases.handlers.replies import outgoing_views
 from services.cases.handlers.rows import (
@@ -197,43 +199,19 @@ def _list_sent(store, actor, *, contact, text, after, before, cursor, limit) -> 
 
 
 def message_counts(store: ServiceStore, actor: Actor, *, simulation: bool = False) -> Counts:
-    """How many messages each folder holds, and how many inbox messages carry each label."""
+    """How many messages each folder holds, and how many inbox messages carry each label: sums
+    over the org's few count rows (kept as messages change, handlers/counts.py), never a pass
+    over its messages; and the replies sent, counted on their index."""
     with store.unit_of_work() as uow:
         session = uow.session
-        base = [Message.org == actor.org, Message.received_at.is_not(None)]
-        if not simulation:
-            base.append(Message.simulation.is_(False))
-        # One pass over the org's messages for every folder, rather than one count per folder.
-        has_label = exists().where(MessageLabel.message_id == Message.id)
-        inbox = Message.archived.is_(False)
-        folders = {
-            "inbox": and_(inbox, has_label) if actor.is_admin else inbox,
-            "flagged": Message.flagged.is_(True),
-            "archived": Message.archived.is_(True),
-        }
-        if actor.is_admin:
-            folders["unlabelled"] = and_(inbox, ~has_label)
-        row = session.execute(
-            select(*(func.count().filter(cond).label(name) for name, cond in folders.items()))
-            .select_from(Message)
-            .where(*base, message_visibility(actor))
-        ).one()
-        counts = {name: getattr(row, name) or 0 for name in folders}
+        folders, labels = folder_counts(
+            actor, count_rows(session, actor.org), simulation=simulation
+        )
         sent = select(func.count()).select_from(Outgoing).where(Outgoing.org == actor.org)
         if not actor.is_admin:
             sent = sent.where(Outgoing.partner_id == actor.partner_id)
-        counts["sent"] = session.scalar(sent) or 0
-        per_label_query = (
-            select(MessageLabel.label_id, func.count())
-            .join(Message, Message.id == MessageLabel.message_id)
-            .where(*base, Message.archived.is_(False))
-            .group_by(MessageLabel.label_id)
-        )
-        if actor.restricted:
-            per_label_query = per_label_query.where(MessageLabel.label_id.in_(actor.partner_labels))
-        per_label = session.execute(per_label_query).all()
-        labels = {row[0]: row[1] for row in per_label if actor.sees_label(row[0])}
-        return Counts(counts, labels)
+        folders["sent"] = session.scalar(sent) or 0
+        return Counts(folders, labels)
 
 
 def get_message(store: ServiceStore, actor: Actor, message_id: str) -> MessageView:
@@ -280,6 +258,7 @@ def act_on_messages(
         session = uow.session
         org = ensure_org(session, actor.org)
         messages = [load_message(session, actor, mid) for mid in dict.fromkeys(message_ids)]
+        lock_messages(session, [m.id for m in messages])  # decide on what they are now
         if action in ("label", "unlabel"):
             if label_id is None:
                 raise Invalid({"label": ["A label is required for this action."]})

@@ -20,6 +20,7 @@ from services.cases.domain import (
 )
 from services.cases.handlers.access import require_admin
 from services.cases.handlers.changes import apply_case_change, label_changed
+from services.cases.handlers.counts import lock_label_messages, rebuild_counts
 from services.cases.handlers.rows import case_label_ids, case_state, ensure_org, flush_unique
 from services.cases.models import (
     AnswerLabel,
@@ -157,6 +158,7 @@ def delete_label(store: ServiceStore, actor: Actor, label_id: str) -> None:
             .join(CaseLabel, CaseLabel.case_id == Case.id)
             .where(CaseLabel.label_id == label.id)
         ).all()
+        lock_label_messages(session, label.id)  # changes of them meanwhile wait for this one
         session.execute(delete(MessageLabel).where(MessageLabel.label_id == label.id))
         statistics.label_deleted(session, label.org, label.id)
         session.execute(delete(CaseLabel).where(CaseLabel.label_id == label.id))
@@ -168,6 +170,9 @@ def delete_label(store: ServiceStore, actor: Actor, label_id: str) -> None:
             assert change is not None
             apply_case_change(uow, session, case, change)
         label_changed(uow, label, ev.LABEL_DELETED)
+        # The label left the sets of all its messages: their counts are recounted (last, so
+        # that the counts are locked only for the rest of this transaction).
+        rebuild_counts(session, label.org)
         uow.commit()
 
 

@@ -18,6 +18,7 @@ from services.cases.handlers.access import load_case, load_message
 from services.cases.handlers.answers import reply_answer
 from services.cases.handlers.changes import mirror_archive
 from services.cases.handlers.contacts import contact_view
+from services.cases.handlers.counts import lock_messages
 from services.cases.handlers.rows import case_state, ensure_org, user_refs
 from services.cases.models import (
     Case,
@@ -41,6 +42,7 @@ def reply_to_message(
         session = uow.session
         org = ensure_org(session, actor.org)
         message = load_message(session, actor, message_id)
+        lock_messages(session, [message.id])  # decide on what it is now
         answer = reply_answer(session, actor, org, answer)
         contact = session.get(Contact, message.contact_id)
         assert contact is not None

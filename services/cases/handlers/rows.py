@@ -19,6 +19,7 @@ from services.cases.domain import (
     encode_cursor,
 )
 from services.cases.handlers.cache import cache_of
+from services.cases.handlers.counts import labels_changed
 from services.cases.models import (
     Case,
     CaseLabel,
@@ -106,7 +107,11 @@ def known_message_labels(session: Session, message_id: str) -> set[str]:
 def set_message_labels(
     session: Session, message: Message, current: set[str], label_ids: set[str]
 ) -> None:
-    """Make the message's labels ``label_ids``; ``current`` are the ones it has now."""
+    """Make the message's labels ``label_ids``; ``current`` are the ones it has now. The one
+    way a message's labels change (deleting a label aside): the folder counts follow here."""
+    if label_ids == current:
+        return
+    labels_changed(session, message, current, label_ids)
     if removed := current - label_ids:
         session.execute(
             delete(MessageLabel).where(
@@ -116,9 +121,7 @@ def set_message_labels(
     session.add_all(
         MessageLabel(message_id=message.id, label_id=lid) for lid in label_ids - current
     )
-    known = cache_of(session).message_labels
-    if message.id in known:
-        known[message.id] = set(label_ids)
+    cache_of(session).message_labels[message.id] = set(label_ids)
 
 
 def user_refs(session: Session, user_ids: Iterable[str | None]) -> dict[str, Ref]:

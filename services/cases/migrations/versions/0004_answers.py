@@ -3,7 +3,7 @@ outgoing.answer_id. (must_use_answers defaults to sa.false(): autogenerate on SQ
 text('0'), which PostgreSQL refuses for a boolean column.)
 
 Revision ID: 05a1975a9edf
-Revises: e4ea703bf234
+Revises: 7c1f3a9e5b20
 Create Date: 2026-12-07 05:22:11.599894
 """
 
@@ -14,7 +14,7 @@ from sqlalchemy import Text  # noqa: F401 (autogenerate renders JSONB with it)
 
 
 revision = '05a1975a9edf'
-down_revision = 'e4ea703bf234'
+down_revision = '7c1f3a9e5b20'
 branch_labels = None
 depends_on = None
 
@@ -52,11 +52,13 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['answer_id'], ['answers.id'], ),
     sa.PrimaryKeyConstraint('answer_id', 'language')
     )
-    with op.batch_alter_table('orgs', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('must_use_answers', sa.Boolean(), server_default=sa.false(), nullable=False))
-
-    with op.batch_alter_table('outgoing', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('answer_id', sa.String(length=36), nullable=True))
+    # Plain ADD COLUMN on both dialects: a batch copy of ``orgs`` on SQLite would drop a table
+    # others refer to.
+    op.add_column(
+        'orgs',
+        sa.Column('must_use_answers', sa.Boolean(), server_default=sa.false(), nullable=False),
+    )
+    op.add_column('outgoing', sa.Column('answer_id', sa.String(length=36), nullable=True))
 
     # ### end Alembic commands ###
 
@@ -66,8 +68,11 @@ def downgrade() -> None:
     with op.batch_alter_table('outgoing', schema=None) as batch_op:
         batch_op.drop_column('answer_id')
 
-    with op.batch_alter_table('orgs', schema=None) as batch_op:
-        batch_op.drop_column('must_use_answers')
+    if op.get_bind().dialect.name == 'sqlite':
+        # Natively (SQLite 3.35+): a batch copy of ``orgs`` would drop a table others refer to.
+        op.execute('ALTER TABLE orgs DROP COLUMN must_use_answers')
+    else:
+        op.drop_column('orgs', 'must_use_answers')
 
     op.drop_table('answer_translations')
     with op.batch_alter_table('answer_labels', schema=None) as batch_op:

@@ -50,13 +50,15 @@ def upgrade() -> None:
         sa.Column('seconds', sa.Float(), nullable=False),
         sa.PrimaryKeyConstraint('org', 'scope', 'scope_id', 'day', 'metric'),
     )
-    with op.batch_alter_table('cases') as batch:
-        batch.add_column(sa.Column('stats_clock', JSON, nullable=False, server_default='{}'))
+    op.add_column('cases', sa.Column('stats_clock', JSON, nullable=False, server_default='{}'))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('cases') as batch:
-        batch.drop_column('stats_clock')
+    if op.get_bind().dialect.name == 'sqlite':
+        # Natively (SQLite 3.35+): a batch copy of ``cases`` would drop a table others refer to.
+        op.execute('ALTER TABLE cases DROP COLUMN stats_clock')
+    else:
+        op.drop_column('cases', 'stats_clock')
     op.drop_table('stat_counts')
     op.drop_index('ix_stat_facts_user', table_name='stat_facts')
     op.drop_index('ix_stat_facts_metric', table_name='stat_facts')
