@@ -3,6 +3,7 @@ replies' delays, a label's and a user's, agent activity sorted; who sees which (
 
 from __future__ import annotations
 
+import csv
 import io
 import re
 from datetime import UTC, datetime, timedelta
@@ -113,3 +114,32 @@ def test_a_partners_replies_exported_from_its_page(world):
     download.close()
     partner_column = rows[0].index("partner")
     assert [row[partner_column] for row in rows[1:]] == ["Helpline", "Helpline"]  # not the school's
+
+
+def test_the_daily_counts_and_the_activity_exported(world):
+    h = story(world)
+    client = signed_in(world, world.admin)
+    summary = client.get("/stats").get_data(as_text=True)
+    assert 'name="kind" value="daily"' in summary
+    token = csrf(client, "/stats")
+    today = datetime.now(UTC).date().isoformat()
+    daily = {"csrf_token": token, "kind": "daily", "scope": "org", "to": today, "format": "csv"}
+    assert client.post("/exports", data=daily).status_code == 302
+    activity = {"csrf_token": token, "kind": "activity", "format": "csv", "to": today}
+    assert client.post("/exports", data=activity).status_code == 302
+    files = {}
+    for event in world.events(ev.EXPORT_REQUESTED):
+        assert world.deliver(event) is Outcome.ACK
+        download = client.get(f"/exports/{event.data['export_id']}/file")
+        files[event.data["kind"]] = list(csv.reader(io.StringIO(download.data.decode("utf-8-sig"))))
+        download.close()
+    counts = {(row[1]): int(row[2]) for row in files["daily"][1:] if row[0] == today}
+    assert counts["incoming"] == 3 and counts["replies"] == 2 and counts["opened"] == 1
+    by_user = {row[0]: row for row in files["activity"][1:]}
+    assert by_user["Ana"][2] == "2"  # her two replies
+    # An agent may not export the org's counts nor anyone's activity.
+    agent = signed_in(world, h["agent"])
+    token = csrf(agent, "/inbox")
+    for form in (daily, activity):
+        agent.post("/exports", data=form | {"csrf_token": token})
+    assert len(world.events(ev.EXPORT_REQUESTED)) == 2  # nothing more was asked

@@ -22,8 +22,10 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
-from services.cases.domain import FOLDERS, Actor
+from services.cases import stats
+from services.cases.domain import FOLDERS, MANAGER, Actor, Forbidden
 from services.cases.export_files import FORMATS
+from services.cases.handlers import stat_reads
 from services.cases.handlers.access import require_admin
 from services.cases.handlers.case_reads import case_conditions
 from services.cases.handlers.inbox import message_conditions, sent_conditions
@@ -345,6 +347,96 @@ def read_replies(session, actor, filters, key, size) -> tuple[Batch, Any]:
     return [reply_row(r) for r in rows], last
 
 
+# statistics: the daily counts of one scope, and agent activity
+class DailyFilters(_Strict):
+    """A scope's daily counts over a range of the org's days (the last 30 by default)."""
+
+    scope = fields.String(
+        load_default="org", validate=validate.OneOf(("org", "partner", "user", "label"))
+    )
+    id = Id()
+    start = fields.Date(data_key="from")
+    end = fields.Date(data_key="to")
+
+
+class ActivityFilters(_Strict):
+    start = fields.Date(data_key="from")
+    end = fields.Date(data_key="to")
+    partner = Id()
+
+
+DAILY_COLUMNS = ("day", "metric", "count", "average_seconds")
+ACTIVITY_COLUMNS = (
+    "user",
+    "partner",
+    "replies",
+    "cases_opened",
+    "cases_closed",
+    "reassigned",
+    "notes",
+    "first_reply_median_seconds",
+    "first_reply_p90_seconds",
+    "last_active (UTC)",
+)
+
+
+def read_daily(session, actor, filters, key, size) -> tuple[Batch, Any]:
+    rows = stat_reads.daily_rows(
+        session,
+        actor,
+        filters["scope"],
+        filters.get("id"),
+        filters.get("start"),
+        filters.get("end"),
+        tuple(key) if key else None,
+        size,
+    )
+    batch = [
+        [day, metric, n, round(seconds / n) if metric in stats.DURATIONS and n else ""]
+        for day, metric, n, seconds in rows
+    ]
+    return batch, ((rows[-1][0], rows[-1][1]) if rows else None)
+
+
+def read_activity(session, actor, filters, key, size) -> tuple[Batch, Any]:
+    """A few hundred rows at most: all of them in the first batch."""
+    if key is not None:
+        return [], None
+    rows = stat_reads.activity_rows(
+        session,
+        actor,
+        first=filters.get("start"),
+        last=filters.get("end"),
+        partner=filters.get("partner"),
+    )
+    batch = [
+        [
+            row.user.name,
+            row.partner.name if row.partner else "",
+            row.replies,
+            row.cases_opened,
+            row.cases_closed,
+            row.reassigned,
+            row.notes,
+            "" if row.first_reply_median_seconds is None else row.first_reply_median_seconds,
+            "" if row.first_reply_p90_seconds is None else row.first_reply_p90_seconds,
+            row.last_active or "",
+        ]
+        for row in rows
+    ]
+    return batch, ("done" if batch else None)
+
+
+def _check_daily(actor: Actor, filters: dict[str, Any]) -> None:
+    if filters.get("scope", "org") == "org":
+        require_admin(actor)
+
+
+def _check_activity(actor: Actor, filters: dict[str, Any]) -> None:
+    if not actor.is_admin and actor.role != MANAGER:
+        raise Forbidden("Only administrators and partner managers read agent activity.")
+
+
 KINDS: dict[str, ExportKind] = {
     kind.name: kind
     for kind in (
@@ -369,6 +461,17 @@ KINDS: dict[str, ExportKind] = {
             REPLY_COLUMNS,
             read_replies,
             lambda s, a, f: _count(s, Outgoing, _reply_conditions(s, a, f)),
+        ),
+        ExportKind(
+            "daily", DailyFilters, DAILY_COLUMNS, read_daily, lambda s, a, f: 0, _check_daily
+        ),
+        ExportKind(
+            "activity",
+            ActivityFilters,
+            ACTIVITY_COLUMNS,
+            read_activity,
+            lambda s, a, f: 0,
+            _check_activity,
         ),
     )
 }

@@ -9,7 +9,8 @@ from collections import defaultdict
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, tuple_
+from sqlalchemy.orm import Session
 
 from services.cases import stats
 from services.cases.domain import MANAGER, Actor, Forbidden, Invalid, NotFound
@@ -203,52 +204,63 @@ def agent_activity(
     and 90th percentile of their partner's time to first reply when they gave it, and when they
     last did any of that. Administrators: everyone (or one partner's users); managers: their
     partner's users."""
+    with store.unit_of_work() as uow:
+        return activity_rows(uow.session, actor, first=first, last=last, partner=partner)
+
+
+def activity_rows(
+    session: Session,
+    actor: Actor,
+    *,
+    first: date | None = None,
+    last: date | None = None,
+    partner: str | None = None,
+) -> list[ActivityRow]:
+    """``agent_activity`` in a session of the caller's (the activity export reads it too)."""
     if not actor.is_admin and actor.role != MANAGER:
         raise Forbidden("Only administrators and partner managers read agent activity.")
-    with store.unit_of_work() as uow:
-        session = uow.session
-        org = ensure_org(session, actor.org)
-        first, last = day_range(org.timezone, first, last)
-        people = select(User).where(User.org == actor.org)
-        if not actor.is_admin:
-            partner = actor.partner_id
-        if partner is not None:
-            people = people.where(User.partner_id == partner)
-        users = {u.id: u for u in session.scalars(people.order_by(User.name, User.id))}
-        partners = {
-            p.id: p.name for p in session.scalars(select(Partner).where(Partner.org == actor.org))
-        }
-        sums: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-        for user_id, metric, n in session.execute(
-            select(StatCount.scope_id, StatCount.metric, func.sum(StatCount.n))
-            .where(
-                StatCount.org == actor.org,
-                StatCount.scope == stats.USER,
-                StatCount.metric.in_(list(ACTIVITY)),
-                StatCount.day >= first,
-                StatCount.day <= last,
-            )
-            .group_by(StatCount.scope_id, StatCount.metric)
-        ):
-            sums[user_id][metric] = int(n)
-        start, end = _bounds(first, last, org.timezone)
-        delays: dict[str, list[float]] = defaultdict(list)
-        for user_id, seconds in session.execute(
-            select(StatFact.user_id, StatFact.seconds).where(
-                StatFact.org == actor.org,
-                StatFact.metric == stats.PARTNER_FIRST_REPLY,
-                StatFact.at >= start,
-                StatFact.at < end,
-            )
-        ):
-            delays[user_id].append(seconds)
-        last_active = dict(
-            session.execute(
-                select(StatFact.user_id, func.max(StatFact.at))
-                .where(StatFact.org == actor.org, StatFact.user_id.in_(list(users)))
-                .group_by(StatFact.user_id)
-            ).all()
+    org = ensure_org(session, actor.org)
+    first, last = day_range(org.timezone, first, last)
+    people = select(User).where(User.org == actor.org)
+    if not actor.is_admin:
+        partner = actor.partner_id
+    if partner is not None:
+        people = people.where(User.partner_id == partner)
+    users = {u.id: u for u in session.scalars(people.order_by(User.name, User.id))}
+    partners = {
+        p.id: p.name for p in session.scalars(select(Partner).where(Partner.org == actor.org))
+    }
+    sums: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for user_id, metric, n in session.execute(
+        select(StatCount.scope_id, StatCount.metric, func.sum(StatCount.n))
+        .where(
+            StatCount.org == actor.org,
+            StatCount.scope == stats.USER,
+            StatCount.metric.in_(list(ACTIVITY)),
+            StatCount.day >= first,
+            StatCount.day <= last,
         )
+        .group_by(StatCount.scope_id, StatCount.metric)
+    ):
+        sums[user_id][metric] = int(n)
+    start, end = _bounds(first, last, org.timezone)
+    delays: dict[str, list[float]] = defaultdict(list)
+    for user_id, seconds in session.execute(
+        select(StatFact.user_id, StatFact.seconds).where(
+            StatFact.org == actor.org,
+            StatFact.metric == stats.PARTNER_FIRST_REPLY,
+            StatFact.at >= start,
+            StatFact.at < end,
+        )
+    ):
+        delays[user_id].append(seconds)
+    last_active = dict(
+        session.execute(
+            select(StatFact.user_id, func.max(StatFact.at))
+            .where(StatFact.org == actor.org, StatFact.user_id.in_(list(users)))
+            .group_by(StatFact.user_id)
+        ).all()
+    )
     return [
         ActivityRow(
             user=Ref(user.id, user.name),
@@ -302,3 +314,31 @@ def partner_replies(
             )
             for reply, received, name in rows
         ]
+
+
+def daily_rows(
+    session: Session,
+    actor: Actor,
+    scope: str,
+    scope_id: str | None,
+    first: date | None,
+    last: date | None,
+    after: tuple[date, str] | None,
+    size: int,
+) -> list[tuple[date, str, int, float]]:
+    """The daily counts export's rows: (day, metric, count, seconds), in day and metric order,
+    after the key ``after``; the reader may read the scope (NotFound otherwise)."""
+    _check_scope(session, actor, scope, scope_id)
+    org = ensure_org(session, actor.org)
+    first, last = day_range(org.timezone, first, last)
+    query = select(StatCount.day, StatCount.metric, StatCount.n, StatCount.seconds).where(
+        StatCount.org == actor.org,
+        StatCount.scope == scope,
+        StatCount.scope_id == (scope_id or ""),
+        StatCount.day >= first,
+        StatCount.day <= last,
+    )
+    if after is not None:
+        query = query.where(tuple_(StatCount.day, StatCount.metric) > tuple_(*after))
+    rows = session.execute(query.order_by(StatCount.day, StatCount.metric).limit(size))
+    return [(day, metric, n, seconds) for day, metric, n, seconds in rows]

@@ -23,6 +23,8 @@ FIELDS = {
     "messages": ("folder", "q", "label", "contact"),
     "replies": ("q", "contact", "partner"),
     "cases": ("state",),
+    "daily": ("scope", "id", "from", "to"),  # whole days, as the statistics take them
+    "activity": ("from", "to", "partner"),
 }
 
 
@@ -31,7 +33,13 @@ def register(app: Flask) -> None:
 
 
 def kind_names() -> dict[str, str]:
-    return {"messages": _("Messages"), "cases": _("Cases"), "replies": _("Replies")}
+    return {
+        "messages": _("Messages"),
+        "cases": _("Cases"),
+        "replies": _("Replies"),
+        "daily": _("Daily counts"),
+        "activity": _("Agent activity"),
+    }
 
 
 def state_names() -> dict[str, str]:
@@ -71,7 +79,7 @@ def export_list():
 def _filters(kind: str) -> dict[str, Any]:
     """The kind's filters from the form: the page's search, and its days in the org's zone."""
     filters = {k: v for k in FIELDS[kind] if (v := request.form.get(k, "").strip())}
-    if kind != "cases":
+    if kind in ("messages", "replies"):
         timezone = org.get_org(store(), g.signed_in.actor).timezone
         days = [request.form.get(k, "")[:10] for k in ("from", "to")]
         after, before = i18n.day_range(days[0], days[1], timezone)
