@@ -33,11 +33,13 @@ def subscriptions(settings: Settings, store: ServiceStore | None = None) -> list
         ),
         Subscription(CASES_DELIVERY, store, FLOWBRIDGE_HANDLERS),
         # One export at a time, never batched: its handler commits each step itself
-        # (handlers/exports.py), so a batch's rollback could not undo it.
+        # (handlers/exports.py), so a batch's rollback could not undo it. A build runs for
+        # minutes: ``long`` keeps the worker's connection alive meanwhile.
         Subscription(
             CASES_EXPORTS,
             store,
             {ev.EXPORT_REQUESTED: exports.export_handler(settings)},
             batch=False,
+            long=True,
         ),
     ]

@@ -65,6 +65,10 @@ def delete_topology(settings: Settings, specs: Iterable[QueueSpec] = topology.QU
         channel.exchange_delete(topology.dead_letter_exchange(settings.namespace))
 
 
-def kombu_connection(settings: Settings) -> Connection:
+# Seconds between heartbeats; the broker (and py-amqp) drop a connection silent for two of them.
+HEARTBEAT = 30
+
+
+def kombu_connection(settings: Settings, *, heartbeat: int = HEARTBEAT) -> Connection:
     # kombu leaves heartbeats off by default; without them a dead TCP peer goes unnoticed.
-    return Connection(settings.broker_url, heartbeat=30, connect_timeout=5)
+    return Connection(settings.broker_url, heartbeat=heartbeat, connect_timeout=5)

@@ -2,6 +2,12 @@
 
 Consuming uses kombu's ConsumerMixin, which owns reconnection; acknowledgement comes only after
 the handler's transaction committed.
+
+A long subscription (``Subscription.long``: an export's build, minutes) is consumed on a channel
+of its own with a prefetch of 1, and its message is handled in a helper thread while this
+thread goes on reading frames, sending heartbeats and handling the other queues; only this
+thread touches the connection, so it also settles the long message once its handler returned.
+Its own channel keeps its delivery tag out of the other batches' ``ack(multiple=True)``.
 """
 
 from __future__ import annotations
@@ -9,20 +15,33 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 from kombu import Connection
+from kombu import Consumer as KombuConsumer
 from kombu.mixins import ConsumerMixin
 
 from shared import metrics
 from shared.backoff import backoff
-from shared.bus.connection import declare_topology, kombu_connection, kombu_queues
+from shared.bus.connection import HEARTBEAT, declare_topology, kombu_connection, kombu_queues
 from shared.bus.dispatch import Outcome, Subscription, dispatch_batch
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
+
+JOB_POLL = 0.2  # seconds between two looks at a running long handler (its ack waits that long)
+
+
+class _Job:
+    """A long subscription's message, handled in a helper thread; settled by the consumer's."""
+
+    def __init__(self, subscription: Subscription, message: Any) -> None:
+        self.subscription, self.message = subscription, message
+        self.outcome = Outcome.RETRY  # until the handler answers
+        self.done = threading.Event()
 
 
 class AmqpWorker(ConsumerMixin):
@@ -33,14 +52,25 @@ class AmqpWorker(ConsumerMixin):
     """
 
     def __init__(
-        self, settings: Settings, subscriptions: Sequence[Subscription], *, batch: int = 50
+        self,
+        settings: Settings,
+        subscriptions: Sequence[Subscription],
+        *,
+        batch: int = 50,
+        heartbeat: int = HEARTBEAT,
+        long_grace: float = 20.0,
     ) -> None:
         self.settings = settings
         self.subscriptions = subscriptions
-        self.connection = kombu_connection(settings)
+        self.connection = kombu_connection(settings, heartbeat=heartbeat)
         self.batch = max(1, min(batch, settings.prefetch))
+        # On SIGTERM, how long a long handler in flight may still take (under the 30 s a
+        # supervisor waits before SIGKILL); past it, its message goes back to the queue.
+        self.long_grace = long_grace
         self.handled = 0
         self._pending: dict[str, list[tuple[Any, Any]]] = {}
+        self._jobs: list[_Job] = []  # long handlers running, on this connection's channels
+        self._stopping = False  # waiting for them at a stop: take no new message
         self.last_beat = time.monotonic()  # the ops server's liveness (shared/ops.py)
         self._live: Connection | None = None  # the consuming connection (a clone of ours)
 
@@ -71,16 +101,23 @@ class AmqpWorker(ConsumerMixin):
     def get_consumers(self, Consumer: Any, channel: Any) -> list[Any]:  # noqa: N803 (kombu's name)
         specs = [s.queue for s in self.subscriptions]
         declare_topology(self.connection, self.settings, specs, channel=channel)
-        return [
-            Consumer(
-                queues=[kombu_queues(self.settings, sub.queue)[0]],
-                callbacks=[functools.partial(self._on_message, sub)],
-                on_decode_error=functools.partial(self._on_undecodable, sub.queue.consumer),
-                accept=["json"],
-                prefetch_count=self.settings.prefetch,
-            )
-            for sub in self.subscriptions
-        ]
+        consumers = []
+        for sub in self.subscriptions:
+            options: dict[str, Any] = {
+                "queues": [kombu_queues(self.settings, sub.queue)[0]],
+                "callbacks": [functools.partial(self._on_message, sub)],
+                "on_decode_error": functools.partial(self._on_undecodable, sub.queue.consumer),
+                "accept": ["json"],
+            }
+            if sub.long:
+                # A channel of its own (closed with the connection): its prefetch of 1 holds
+                # the queue's next message back while one runs, and its delivery tags are not
+                # the main channel's, which the batches acknowledge with ``multiple``.
+                own = channel.connection.channel()
+                consumers.append(KombuConsumer(own, prefetch_count=1, **options))
+            else:
+                consumers.append(Consumer(prefetch_count=self.settings.prefetch, **options))
+        return consumers
 
     def run(self, _tokens: int = 1, **kwargs: Any) -> None:
         try:
@@ -95,17 +132,28 @@ class AmqpWorker(ConsumerMixin):
         # the batch (clearing it afterwards dropped them, and the batch's multiple ack then
         # acknowledged them unhandled: lost). Messages of a dead channel come back anyway.
         self._pending = {}
+        # Long handlers of a previous connection run on (threads cannot be stopped), but their
+        # channel is gone: their messages come back, and the inbox makes a repeat harmless.
+        self._jobs = []
         with self.consumer_context(**kwargs) as (conn, _channel, _consumers):
             self._live = conn
             try:
                 while not self.should_stop:
-                    self.last_beat = time.monotonic()
+                    self.last_beat = time.monotonic()  # also while a long handler runs
+                    self._settle_jobs()
+                    if self._has_pending():
+                        wait = 0.0
+                    else:
+                        wait = JOB_POLL if self._jobs else safety_interval
                     try:
-                        conn.drain_events(timeout=0 if self._has_pending() else safety_interval)
+                        conn.drain_events(timeout=wait)
                     except TimeoutError:
                         if self._has_pending():
                             self._flush_all()
                         else:
+                            conn.heartbeat_check()
+                    else:
+                        if self._jobs:
                             conn.heartbeat_check()
                     yield
             finally:
@@ -114,6 +162,33 @@ class AmqpWorker(ConsumerMixin):
                 self._live = None
                 if self._has_pending():
                     self._flush_all()
+                if self._jobs and self.should_stop:
+                    self._wait_for_jobs(conn)
+                self._jobs = []
+
+    def _wait_for_jobs(self, conn: Connection) -> None:
+        """At a stop, give the long handlers in flight up to ``long_grace`` seconds to finish,
+        still reading frames and sending heartbeats; what is unfinished then goes back to its
+        queue when the connection closes, and is handled again (a long handler must be
+        restartable: an export's build is)."""
+        self._stopping = True
+        deadline = time.monotonic() + self.long_grace
+        try:
+            while self._jobs and time.monotonic() < deadline:
+                self.last_beat = time.monotonic()
+                with contextlib.suppress(TimeoutError):
+                    conn.drain_events(timeout=JOB_POLL)
+                conn.heartbeat_check()
+                self._settle_jobs()
+        except (*conn.connection_errors, *conn.channel_errors, OSError) as exc:
+            log.warning("connection lost while waiting for long handlers: %s", exc)
+        finally:
+            self._stopping = False
+        for job in self._jobs:
+            log.warning(
+                "stopping with a long handler of %s still running: its message goes back",
+                job.subscription.queue.consumer,
+            )
 
     def _has_pending(self) -> bool:
         return any(self._pending.values())
@@ -128,6 +203,11 @@ class AmqpWorker(ConsumerMixin):
         self.on_decode_error(message, exc)
 
     def _on_message(self, subscription: Subscription, body: Any, message: Any) -> None:
+        if self._stopping:
+            return  # unacknowledged, it goes back to its queue when the channel closes
+        if subscription.long:
+            self._start_job(subscription, body, message)
+            return
         pending = self._pending.setdefault(subscription.queue.consumer, [])
         pending.append((body, message))
         if len(pending) >= self.batch or not subscription.batch:
@@ -157,15 +237,47 @@ class AmqpWorker(ConsumerMixin):
                 self._settle(message, outcome)
         metrics.record_outcomes(subscription.queue.consumer, outcomes)
 
-    def _settle(self, message: Any, outcome: Outcome) -> None:
+    def _settle(self, message: Any, outcome: Outcome, *, wait: bool = True) -> None:
         self.last_beat = time.monotonic()
         if outcome is Outcome.ACK:
-            message.ack()
+            message.ack()  # this message alone: never ``multiple`` here
             self.handled += 1
         elif outcome is Outcome.DEAD:
             message.reject(requeue=False)
         else:
-            deliveries = int((message.headers or {}).get("x-delivery-count", 0))
-            if not self.should_stop:
-                time.sleep(backoff(deliveries))
+            if wait:
+                self._back_off(message)
             message.requeue()  # the quorum queue counts it; past the limit it goes to the DLQ
+
+    def _back_off(self, message: Any) -> None:
+        deliveries = int((message.headers or {}).get("x-delivery-count", 0))
+        if not self.should_stop:
+            time.sleep(backoff(deliveries))
+
+    # --- long subscriptions -------------------------------------------------------------------
+    def _start_job(self, subscription: Subscription, body: Any, message: Any) -> None:
+        job = _Job(subscription, message)
+        self._jobs.append(job)
+        name = f"long-{subscription.queue.consumer}"
+        threading.Thread(target=self._run_job, args=(job, body), name=name, daemon=True).start()
+
+    def _run_job(self, job: _Job, body: Any) -> None:
+        """In the helper thread: the handler and its transaction, nothing of the connection."""
+        try:
+            job.outcome = dispatch_batch(
+                job.subscription, [body], should_stop=lambda: self.should_stop
+            )[0]
+            if job.outcome is Outcome.RETRY:
+                self._back_off(job.message)  # here, not in the thread that keeps the heartbeat
+        except BaseException:
+            log.exception("long handler of %s failed", job.subscription.queue.consumer)
+            job.outcome = Outcome.RETRY
+        finally:
+            job.done.set()
+
+    def _settle_jobs(self) -> None:
+        """In the consuming thread: acknowledge (or requeue) the long handlers that returned."""
+        for job in [job for job in self._jobs if job.done.is_set()]:
+            self._jobs.remove(job)
+            self._settle(job.message, job.outcome, wait=False)
+            metrics.record_outcomes(job.subscription.queue.consumer, [job.outcome])

@@ -59,6 +59,10 @@ class Subscription:
     # events are acknowledged without a transaction (nothing to record: a repeat does nothing
     # either), e.g. the many message.labeled that flowbridge has nothing to mirror of.
     skip: Mapping[str, Callable[[Mapping[str, Any]], bool]] = field(default_factory=dict)
+    # Handlers that may run for minutes (an export's build): on RabbitMQ each message is handled
+    # alone in a helper thread, one at a time, while the consuming thread keeps the connection
+    # alive (shared/bus/consumer.py). The embedded bus handles it as any other.
+    long: bool = False
 
     def skips(self, envelope: Envelope) -> bool:
         predicate = self.skip.get(envelope.name)
