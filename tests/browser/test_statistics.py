@@ -75,8 +75,9 @@ def test_a_manager_exports_the_partners_replies_as_xlsx(site, chromium, shots):
     choose_password(page, base + link["path"])
     page.get_by_role("link", name="Statistics").click()
     expect(page.get_by_role("heading", name="Counsellors")).to_be_visible()
-    page.locator("form.export select[name=format]").select_option("xlsx")
-    page.locator("form.export button[type=submit]").click()
+    replies = page.locator("form.export:has(input[name=kind][value=replies])")
+    replies.get_by_label("Export every reply as").select_option("xlsx")
+    replies.locator("button[type=submit]").click()
     page.wait_for_url(base + "/exports")
     for event in world.events(ev.EXPORT_REQUESTED):  # the cases worker's part
         assert world.deliver(event) is Outcome.ACK
