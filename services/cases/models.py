@@ -438,6 +438,8 @@ class StatCount(Base):
     many facts of a metric fell on that day in the org's timezone, and their seconds."""
 
     __tablename__ = "stat_counts"
+    # Every user's (or label's) counts over a range: agent activity, the top labels.
+    __table_args__ = (Index("ix_stat_counts_day", "org", "scope", "day"),)
 
     # In this order: one scope's days are together (a page reads one scope over a range).
     org: Mapped[str] = mapped_column(String(64), primary_key=True)

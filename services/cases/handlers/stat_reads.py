@@ -230,15 +230,19 @@ def activity_rows(
     partners = {
         p.id: p.name for p in session.scalars(select(Partner).where(Partner.org == actor.org))
     }
+    # One partner's users: their ids, on the primary key; everyone: the range on
+    # ix_stat_counts_day (bench/stats.py: a scan of every count row before).
+    chosen = [StatCount.scope_id.in_(list(users))] if partner is not None else []
     sums: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for user_id, metric, n in session.execute(
         select(StatCount.scope_id, StatCount.metric, func.sum(StatCount.n))
         .where(
             StatCount.org == actor.org,
             StatCount.scope == stats.USER,
-            StatCount.metric.in_(list(ACTIVITY)),
             StatCount.day >= first,
             StatCount.day <= last,
+            StatCount.metric.in_(list(ACTIVITY)),
+            *chosen,
         )
         .group_by(StatCount.scope_id, StatCount.metric)
     ):
@@ -251,15 +255,19 @@ def activity_rows(
             StatFact.metric == stats.PARTNER_FIRST_REPLY,
             StatFact.at >= start,
             StatFact.at < end,
+            *([StatFact.user_id.in_(list(users))] if partner is not None else []),
         )
     ):
         delays[user_id].append(seconds)
+    # Each user's newest fact: one short reverse walk of ix_stat_facts_user per user (a
+    # grouping read every fact of every user).
+    newest = (
+        select(func.max(StatFact.at))
+        .where(StatFact.org == actor.org, StatFact.user_id == User.id)
+        .scalar_subquery()
+    )
     last_active = dict(
-        session.execute(
-            select(StatFact.user_id, func.max(StatFact.at))
-            .where(StatFact.org == actor.org, StatFact.user_id.in_(list(users)))
-            .group_by(StatFact.user_id)
-        ).all()
+        session.execute(select(User.id, newest).where(User.id.in_(list(users)))).all()
     )
     return [
         ActivityRow(

@@ -60,14 +60,17 @@ def _write(session: Session, items: list[tuple[str, str, str, Any]]) -> None:
     totals: dict[tuple[Any, ...], list[float]] = {}
     added = [(org, tz, fact) for op, org, tz, fact in items if op == _ADD]
     removed = [(org, tz, key) for op, org, tz, key in items if op == _REMOVE]
+    # One statement built once, its rows passed as parameters (SQLAlchemy sends them as
+    # multi-row INSERTs): building ``.values([...])`` anew for every chunk cost more than the
+    # database's work (bench/stats.py, rebuilding).
+    statement = (
+        insert_statement(session, StatFact)
+        .on_conflict_do_nothing(index_elements=["org", "key"])
+        .returning(StatFact.org, StatFact.key)
+    )
     for chunk in _chunks(added):
-        statement = (
-            insert_statement(session, StatFact)
-            .values([_fact_row(org, fact) for org, _tz, fact in chunk])
-            .on_conflict_do_nothing(index_elements=["org", "key"])
-            .returning(StatFact.org, StatFact.key)
-        )
-        new = {(org, key) for org, key in session.execute(statement)}
+        rows = [_fact_row(org, fact) for org, _tz, fact in chunk]
+        new = {(org, key) for org, key in session.execute(statement, rows)}
         for org, tz, fact in chunk:
             if (org, fact.key) in new:
                 _add_up(totals, org, tz, fact, 1)
@@ -103,17 +106,18 @@ def _upsert_counts(session: Session, totals: dict[tuple[Any, ...], list[float]])
         for (org, scope, scope_id, day, metric), (n, seconds) in sorted(totals.items())
         if n or seconds
     ]
+    if not rows:
+        return
+    statement = insert_statement(session, StatCount)
+    statement = statement.on_conflict_do_update(
+        index_elements=["org", "scope", "scope_id", "day", "metric"],
+        set_={
+            "n": StatCount.n + statement.excluded.n,
+            "seconds": StatCount.seconds + statement.excluded.seconds,
+        },
+    )
     for chunk in _chunks(rows):
-        statement = insert_statement(session, StatCount).values(chunk)
-        session.execute(
-            statement.on_conflict_do_update(
-                index_elements=["org", "scope", "scope_id", "day", "metric"],
-                set_={
-                    "n": StatCount.n + statement.excluded.n,
-                    "seconds": StatCount.seconds + statement.excluded.seconds,
-                },
-            )
-        )
+        session.execute(statement, chunk)
 
 
 def _fact_row(org: str, fact: stats.Fact) -> dict[str, Any]:

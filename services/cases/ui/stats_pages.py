@@ -31,8 +31,11 @@ def register(app: Flask) -> None:
 
 
 def _today() -> date:
-    timezone = org.get_org(store(), g.signed_in.actor).timezone
-    return stat_reads.day_range(timezone, None, None)[1]
+    """Today in the org's timezone, read once per request."""
+    if "stats_today" not in g:
+        timezone = org.get_org(store(), g.signed_in.actor).timezone
+        g.stats_today = stat_reads.day_range(timezone, None, None)[1]
+    return g.stats_today
 
 
 def _chart(view, metric: str, ticks: int = 6) -> charts.Chart:
@@ -102,7 +105,7 @@ def summary():
         top=stat_reads.top_labels(
             store(), actor, first=_today() - timedelta(days=RECENT_DAYS - 1), last=_today()
         ),
-        partners=people.list_partners(store(), actor),
+        partners=people.partner_refs(store(), actor),
         **_helpers(),
     )
 
@@ -202,7 +205,7 @@ def activity():
         first=shown_first,
         last=shown_last,
         partner=query.get("partner"),
-        partners=people.list_partners(store(), actor) if actor.is_admin else [],
+        partners=people.partner_refs(store(), actor) if actor.is_admin else [],
         when=lambda moment: i18n.when(moment, g.language, timezone),
         **_helpers(),
     )

@@ -50,6 +50,7 @@ def upgrade() -> None:
         sa.Column('seconds', sa.Float(), nullable=False),
         sa.PrimaryKeyConstraint('org', 'scope', 'scope_id', 'day', 'metric'),
     )
+    op.create_index('ix_stat_counts_day', 'stat_counts', ['org', 'scope', 'day'])
     op.add_column('cases', sa.Column('stats_clock', JSON, nullable=False, server_default='{}'))
 
 
@@ -59,6 +60,7 @@ def downgrade() -> None:
         op.execute('ALTER TABLE cases DROP COLUMN stats_clock')
     else:
         op.drop_column('cases', 'stats_clock')
+    op.drop_index('ix_stat_counts_day', table_name='stat_counts')
     op.drop_table('stat_counts')
     op.drop_index('ix_stat_facts_user', table_name='stat_facts')
     op.drop_index('ix_stat_facts_metric', table_name='stat_facts')
