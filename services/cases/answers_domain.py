@@ -32,6 +32,71 @@ def language_code(value: str | None) -> str | None:
     return code if _LANGUAGE.fullmatch(code) else None
 
 
+# The flow engine writes a contact's language in ISO 639-3 ("por"); answers use the two-letter
+# codes of ISO 639-1 where there is one. The languages of the product's users and their regions.
+_ENGINE_LANGUAGES = {
+    "ara": "ar",
+    "amh": "am",
+    "aze": "az",
+    "ben": "bn",
+    "bos": "bs",
+    "deu": "de",
+    "eng": "en",
+    "fas": "fa",
+    "fra": "fr",
+    "hau": "ha",
+    "hin": "hi",
+    "ibo": "ig",
+    "ind": "id",
+    "ita": "it",
+    "kin": "rw",
+    "khm": "km",
+    "lin": "ln",
+    "lug": "lg",
+    "mlg": "mg",
+    "msa": "ms",
+    "mya": "my",
+    "nep": "ne",
+    "nld": "nl",
+    "nya": "ny",
+    "orm": "om",
+    "pol": "pl",
+    "por": "pt",
+    "pus": "ps",
+    "ron": "ro",
+    "rus": "ru",
+    "sna": "sn",
+    "som": "so",
+    "spa": "es",
+    "sqi": "sq",
+    "srp": "sr",
+    "swa": "sw",
+    "tgl": "tl",
+    "tha": "th",
+    "tir": "ti",
+    "tur": "tr",
+    "twi": "tw",
+    "ukr": "uk",
+    "urd": "ur",
+    "uzb": "uz",
+    "vie": "vi",
+    "wol": "wo",
+    "xho": "xh",
+    "yor": "yo",
+    "zho": "zh",
+    "zul": "zu",
+}
+
+
+def engine_language(value: str | None) -> str | None:
+    """A contact's language as the engine gives it (``por``), as answers write it (``pt``);
+    a code with no two-letter form stays as it is; None when there is none."""
+    code = language_code(value)
+    if code is None:
+        return None
+    return _ENGINE_LANGUAGES.get(code, code)
+
+
 def _same_language(wanted: str, have: str | None) -> bool:
     """``pt`` suits ``pt-br`` and the other way round: the base languages match."""
     return have is not None and wanted.split("-")[0] == have.split("-")[0]

@@ -231,6 +231,8 @@ class Contact(Base):
     ref: Mapped[str] = mapped_column(String(16))
     fields: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     fields_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    # The flow engine's language of the contact (ISO 639-3, e.g. "por"), from its newest message.
+    language: Mapped[str | None] = mapped_column(String(16), default=None)
     created_at: Mapped[created_at]
 
 

@@ -25,6 +25,7 @@ class CatalogRef:
 class ContactView:
     ref: str
     display: str | None  # the org's chosen contact field; None when the org chose none
+    language: str | None  # as the ready-made answers write it ("pt"), when the engine knows it
 
 
 @dataclass(frozen=True)

@@ -107,11 +107,17 @@ def on_message_received(uow: UnitOfWork, event: Envelope) -> None:
     org = ensure_org(session, event.org)
     received_at = data["received_at"]
     contact = ensure_contact(
-        session, org, data["contact_uuid"], fields=data["contact_fields"], fields_at=received_at
+        session,
+        org,
+        data["contact_uuid"],
+        fields=data["contact_fields"],
+        fields_at=received_at,
+        language=data["language"],
     )
     if contact.fields_at is None or received_at >= contact.fields_at:
         contact.fields = dict(data["contact_fields"])  # unchanged (no UPDATE) for a new contact
         contact.fields_at = received_at
+        contact.language = data["language"]
     values = {
         "external_id": data["external_id"],
         "text": data["text"],

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from services.cases.answers_domain import engine_language
 from services.cases.domain import (
     LONG_REF_LENGTH,
     display_value,
@@ -32,6 +33,7 @@ def ensure_contact(
     *,
     fields: dict[str, Any] | None = None,
     fields_at: datetime | None = None,
+    language: str | None = None,
 ) -> Contact:
     """The org's contact of this uuid, created (with these fields) if new.
 
@@ -44,7 +46,7 @@ def ensure_contact(
         session, org, contact_uuid
     )
     if contact is None:
-        values = {"fields": dict(fields or {}), "fields_at": fields_at}
+        values = {"fields": dict(fields or {}), "fields_at": fields_at, "language": language}
         short = pseudonym(org.pseudonym_salt, org.key, contact_uuid)
         contact = _insert_contact(session, org, contact_uuid, short, values)
         if contact is None:  # a replica created it a moment ago, or another contact has the ref
@@ -88,7 +90,11 @@ def _contact_by_uuid(session: Session, org: Org, contact_uuid: str) -> Contact |
 
 
 def contact_view(contact: Contact, org: Org) -> ContactView:
-    return ContactView(contact.ref, display_value(contact.fields, org.display_field))
+    return ContactView(
+        contact.ref,
+        display_value(contact.fields, org.display_field),
+        engine_language(contact.language),
+    )
 
 
 def insert_contacts(session: Session, org: Org, new: dict[str, list[Envelope]]) -> None:
@@ -109,6 +115,7 @@ def insert_contacts(session: Session, org: Org, new: dict[str, list[Envelope]]) 
                 "ref": pseudonym(org.pseudonym_salt, org.key, contact_uuid),
                 "fields": dict(newest["contact_fields"]) if newest else {},
                 "fields_at": newest["received_at"] if newest else None,
+                "language": newest.get("language") if newest else None,
                 "created_at": utcnow(),
             }
         )

@@ -28,11 +28,15 @@ def register(app: Flask) -> None:
     app.register_blueprint(bp)
 
 
-def answer_languages() -> list[tuple[str, str]]:
-    """The languages the pickers offer: any, then the pages' own (in their own names)."""
-    return [("", _("Any language"))] + [
-        (language_code(code) or code, name) for code, name in i18n.NAMES.items()
+def answer_languages(contact_language: str | None = None) -> list[tuple[str, str]]:
+    """The languages the pickers offer: any, then the pages' own (in their own names), and the
+    contact's when it is none of these (named in the page's language)."""
+    offered = [
+        ((language_code(code) or code).split("-")[0], name) for code, name in i18n.NAMES.items()
     ]
+    if contact_language and contact_language.split("-")[0] not in {code for code, _ in offered}:
+        offered.append((contact_language, i18n.language_name(contact_language, g.language)))
+    return [("", _("Any language")), *offered]
 
 
 def reply_language() -> str:

@@ -13,6 +13,7 @@ from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from babel import Locale, UnknownLocaleError
 from babel.dates import format_datetime, format_skeleton, format_timedelta
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
@@ -116,3 +117,12 @@ def duration(seconds: float | None, language: str) -> str:
 
 def number(value: float, language: str) -> str:
     return format_decimal(value, locale=language)
+
+
+def language_name(code: str, language: str) -> str:
+    """A language's name in the page's language ("swahili" for ``sw`` in English); the code
+    itself when Babel does not know it."""
+    try:
+        return Locale.parse(code.replace("-", "_")).get_display_name(language) or code
+    except (ValueError, UnknownLocaleError):
+        return code
