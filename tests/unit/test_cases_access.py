@@ -283,7 +283,8 @@ def test_no_answer_carries_a_urn_phone_number_or_contact_name(world, victim):
             scanned += 1
     assert scanned > 30
     shown = world.ok(world.get(victim["agent"], f"/api/v1/messages/{victim['message']}"))
-    assert shown["contact"] == {"ref": victim["ref"], "display": "15"}  # the org's choice only
+    # The org's chosen field only, and the language (none here: the engine gave none).
+    assert shown["contact"] == {"ref": victim["ref"], "display": "15", "language": None}
 
 
 def test_the_contact_field_is_hidden_until_the_org_chooses_one(world, victim):
