@@ -213,7 +213,9 @@ class OpenCaseSchema(_Strict):
             raise ValidationError("Give either a message or a contact reference.", "message")
 
 
-class CaseQuery(_Page):
+class CaseFilter(_Strict):
+    """The case list's filters (also what a cases export takes)."""
+
     state = fields.String(validate=validate.OneOf(("open", "closed")))
     partner = Id()
     user = Id()
@@ -221,6 +223,10 @@ class CaseQuery(_Page):
     contact = Text(validate=validate.Length(max=20))
     opened_after = When()
     opened_before = When()
+
+
+class CaseQuery(_Page, CaseFilter):
+    pass
 
 
 class NoteSchema(_Strict):

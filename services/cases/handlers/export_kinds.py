@@ -40,7 +40,7 @@ from services.cases.models import (
     Partner,
     User,
 )
-from services.cases.schemas import Id, Text, When, _Strict
+from services.cases.schemas import ActivityQuery, CaseFilter, Id, Text, When, _Strict
 
 
 # --- filters ------------------------------------------------------------------------------------
@@ -58,16 +58,7 @@ class MessageFilters(_Strict):
     simulation = fields.Boolean(load_default=False)
 
 
-class CaseFilters(_Strict):
-    """GET /cases's filters."""
-
-    state = fields.String(validate=validate.OneOf(("open", "closed")))
-    partner = Id()
-    user = Id()
-    label = Id()
-    contact = Text(validate=validate.Length(max=20))
-    opened_after = When()
-    opened_before = When()
+CaseFilters = CaseFilter  # GET /cases's filters
 
 
 class ReplyFilters(_Strict):
@@ -359,10 +350,7 @@ class DailyFilters(_Strict):
     end = fields.Date(data_key="to")
 
 
-class ActivityFilters(_Strict):
-    start = fields.Date(data_key="from")
-    end = fields.Date(data_key="to")
-    partner = Id()
+ActivityFilters = ActivityQuery  # the agent activity page's range and partner
 
 
 DAILY_COLUMNS = ("day", "metric", "count", "average_seconds")
