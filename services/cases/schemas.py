@@ -206,6 +206,7 @@ class OpenCaseSchema(_Strict):
     message = Id()
     contact = Text(validate=validate.Length(max=20))
     reply = Text(validate=validate.Length(max=4096))
+    answer = Id()  # the ready-made answer the first message started from
 
     @validates_schema
     def _one_source(self, data: dict[str, Any], **kwargs: Any) -> None:

@@ -235,3 +235,25 @@ def test_without_the_setting_an_answer_is_optional_but_must_be_visible(world):
     )
     assert wrong.status_code == 422
     world.ok(world.post(agent, f"/api/v1/messages/{message}/reply", {"text": "x"}), 201)
+
+
+def test_a_cases_first_message_must_start_from_an_answer_too(world):
+    label = world.label()
+    partner = world.partner(labels=(label,))
+    agent = world.user(partner)
+    message = world.message([label])
+    made = add(world)
+    world.ok(world.call(world.admin, "PATCH", "/api/v1/org", {"must_use_answers": True}))
+    body = {"summary": "s", "partner": partner, "message": message, "reply": "hi"}
+    refused = world.post(agent, "/api/v1/cases", body)
+    assert refused.status_code == 400 and refused.json["error"] == "ANSWER_REQUIRED"
+    assert world.events(ev.CASE_OPENED) == []  # nothing opened, nothing sent
+    assert world.events(ev.OUTGOING_REQUESTED) == []
+    opened = world.ok(world.post(agent, "/api/v1/cases", body | {"answer": made["id"]}), 201)
+    assert opened["state"] == "open" and len(world.events(ev.OUTGOING_REQUESTED)) == 1
+    # Without a first message there is nothing to start from an answer.
+    other = world.message([label])
+    world.ok(
+        world.post(agent, "/api/v1/cases", {"summary": "s", "partner": partner, "message": other}),
+        201,
+    )

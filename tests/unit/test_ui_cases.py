@@ -177,3 +177,15 @@ def test_editing_the_summary_from_the_case_page(world, desk):
     client.post(f"/cases/{case_id}/summary", data={"csrf_token": token, "text": " "})
     assert "Write something first." in client.get(f"/cases/{case_id}").get_data(as_text=True)
     assert len(world.events(ev.CASE_SUMMARY_CHANGED)) == 1
+
+
+def test_the_open_a_case_page_asks_for_an_answer_where_the_org_requires_one(world, desk):
+    client, ids = desk
+    world.ok(world.call(world.admin, "PATCH", "/api/v1/org", {"must_use_answers": True}))
+    form_page = client.get(f"/messages/{ids['message']}/open-case").get_data(as_text=True)
+    assert "Ready-made answers" in form_page and 'name="answer"' in form_page
+    refused = open_case(client, ids, reply="Estamos aqui.")
+    assert refused.status_code == 400  # the form again, with the reason
+    assert "Start from a ready-made answer" in refused.get_data(as_text=True)
+    assert world.events(ev.CASE_OPENED) == []
+    assert open_case(client, ids).status_code == 302  # no first message: nothing to start from

@@ -91,6 +91,7 @@ def open_case(
     message: str | None = None,
     contact: str | None = None,
     reply: str | None = None,
+    answer: str | None = None,
 ) -> tuple[CaseView, bool]:
     """Open a case on the contact of a message (or of a contact reference).
 
@@ -102,6 +103,8 @@ def open_case(
         session = uow.session
         org = ensure_org(session, actor.org)
         source, person = _case_contact(session, actor, message, contact)
+        if reply:  # a first message is a reply like any other: the org may require an answer
+            answer = reply_answer(session, actor, org, answer)
         assignee, assignee_user = _assignees(session, actor, partner, user)
         existing = open_case_of(session, person.id)
         if existing is not None:
@@ -158,7 +161,16 @@ def open_case(
             else [],
         )
         if reply:
-            send(uow, actor, org, person, reply, case=case, reply_to=source.id if source else None)
+            send(
+                uow,
+                actor,
+                org,
+                person,
+                reply,
+                case=case,
+                reply_to=source.id if source else None,
+                answer=answer,
+            )
         uow.commit()
         return case_views(session, actor, org, [case])[0], True
 

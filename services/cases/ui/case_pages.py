@@ -78,26 +78,32 @@ def open_case(message_id: str):
     error = None
     summary = request.form.get("summary", "").strip()[:1000]
     reply = request.form.get("reply", "").strip()[:4096] or None
+    answer = request.form.get("answer", "").strip()[:64] or None  # what the message started from
     if request.method == "POST":
         partner, user = chosen_assignee()
         if not summary or not partner:
             error = _("Give the case a summary and a partner.")
         else:
-            opened = do(
-                lambda: cases.open_case(
-                    store(),
-                    actor,
-                    summary=summary,
-                    partner=partner,
-                    user=user,
-                    message=message.id,
-                    reply=reply,
+            try:
+                opened = do(
+                    lambda: cases.open_case(
+                        store(),
+                        actor,
+                        summary=summary,
+                        partner=partner,
+                        user=user,
+                        message=message.id,
+                        reply=reply,
+                        answer=answer,
+                    )
                 )
-            )
-            if opened is not None:
-                case, _created = opened
-                return redirect(url_for("ui_cases.case_page", case_id=case.id))
-            return redirect(back)
+            except Refused:  # the org requires a ready-made answer for the first message
+                error = answer_required()
+            else:
+                if opened is not None:
+                    case, _created = opened
+                    return redirect(url_for("ui_cases.case_page", case_id=case.id))
+                return redirect(back)
     return page(
         "open_case.html",
         400 if error else 200,
