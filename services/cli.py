@@ -74,7 +74,11 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from shared.bus.runtime import make_worker
 
     migrate(settings, (args.service,))
-    worker = make_worker(settings, service(args.service).worker_module().subscriptions(settings))
+    store = service(args.service).open_store(settings)
+    module = service(args.service).worker_module()
+    worker = make_worker(
+        settings, module.subscriptions(settings, store), module.chores(settings, store)
+    )
     stop_on_signals(worker)
     server = serve_ops(args, settings, worker, ops.worker_readiness(worker))
     logging.getLogger(__name__).info("%s worker started", args.service)

@@ -56,8 +56,9 @@ def run_embedded(settings: Settings, *, host: str, port: int, engine_port: int |
     ]
     loops: list = list(relays)
     for name in registry.WORKERS:
-        subscriptions = registry.service(name).worker_module().subscriptions(settings, stores[name])
-        loops.append(EmbeddedWorker(bus, subscriptions))
+        module = registry.service(name).worker_module()
+        subscriptions = module.subscriptions(settings, stores[name])
+        loops.append(EmbeddedWorker(bus, subscriptions, module.chores(settings, stores[name])))
     threads = [threading.Thread(target=loop.run, name=type(loop).__name__) for loop in loops]
 
     # Both ports are taken before anything is seeded: a busy port fails before secrets are shown.

@@ -5,10 +5,13 @@ from __future__ import annotations
 from services.cases.handlers import consumers, exports
 from services.cases.models import open_store
 from shared import events as ev
+from shared.bus.chores import Chore
 from shared.bus.dispatch import Handler, Subscription
 from shared.bus.topology import CASES_DELIVERY, CASES_EXPORTS, CASES_MESSAGES
 from shared.settings import Settings
 from shared.uow import ServiceStore
+
+EXPORT_SWEEP_EVERY = 3600.0  # seconds
 
 MESSAGE_HANDLERS: dict[str, Handler] = {
     ev.MESSAGE_RECEIVED: consumers.on_message_received,
@@ -42,4 +45,11 @@ def subscriptions(settings: Settings, store: ServiceStore | None = None) -> list
             batch=False,
             long=True,
         ),
+    ]
+
+
+def chores(settings: Settings, store: ServiceStore) -> list[Chore]:
+    """Work on a clock: expired exports' files deleted within the hour (and at start)."""
+    return [
+        Chore("delete expired exports", EXPORT_SWEEP_EVERY, lambda: exports.sweep(store, settings))
     ]

@@ -15,6 +15,7 @@ from services.flowbridge.handlers import EngineFor, MakeClient
 from services.flowbridge.models import EngineConnection, open_store
 from services.flowbridge.steps import DEFAULT_OPTIONS, Options
 from shared import events as ev
+from shared.bus.chores import Chore
 from shared.bus.dispatch import Handler, Subscription
 from shared.bus.topology import (
     FLOWBRIDGE_CASES,
@@ -116,3 +117,8 @@ def subscriptions(
         Subscription(queue, store, routes[queue], batch=False, skip=skips.get(queue, {}))
         for queue in routes
     ]
+
+
+def chores(settings: Settings, store: ServiceStore) -> list[Chore]:
+    """Nothing to do on a clock."""
+    return []

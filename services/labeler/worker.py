@@ -7,6 +7,7 @@ import functools
 from services.labeler import handlers
 from services.labeler.models import open_store
 from shared import events as ev
+from shared.bus.chores import Chore
 from shared.bus.dispatch import Subscription
 from shared.bus.topology import LABELER_LABELS, LABELER_MESSAGES
 from shared.settings import Settings
@@ -32,3 +33,8 @@ def subscriptions(settings: Settings, store: ServiceStore | None = None) -> list
             },
         ),
     ]
+
+
+def chores(settings: Settings, store: ServiceStore) -> list[Chore]:
+    """Nothing to do on a clock."""
+    return []

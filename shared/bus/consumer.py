@@ -26,6 +26,7 @@ from kombu.mixins import ConsumerMixin
 
 from shared import metrics
 from shared.backoff import backoff
+from shared.bus.chores import Chore, Chores
 from shared.bus.connection import HEARTBEAT, declare_topology, kombu_connection, kombu_queues
 from shared.bus.dispatch import Outcome, Subscription, dispatch_batch
 from shared.settings import Settings
@@ -59,6 +60,7 @@ class AmqpWorker(ConsumerMixin):
         batch: int = 50,
         heartbeat: int = HEARTBEAT,
         long_grace: float = 20.0,
+        chores: Sequence[Chore] = (),
     ) -> None:
         self.settings = settings
         self.subscriptions = subscriptions
@@ -68,6 +70,7 @@ class AmqpWorker(ConsumerMixin):
         # supervisor waits before SIGKILL); past it, its message goes back to the queue.
         self.long_grace = long_grace
         self.handled = 0
+        self.chores = Chores(chores)
         self._pending: dict[str, list[tuple[Any, Any]]] = {}
         self._jobs: list[_Job] = []  # long handlers running, on this connection's channels
         self._stopping = False  # waiting for them at a stop: take no new message
@@ -141,6 +144,7 @@ class AmqpWorker(ConsumerMixin):
                 while not self.should_stop:
                     self.last_beat = time.monotonic()  # also while a long handler runs
                     self._settle_jobs()
+                    self.chores.run_due()
                     if self._has_pending():
                         wait = 0.0
                     else:

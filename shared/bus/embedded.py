@@ -24,6 +24,7 @@ from pathlib import Path
 from shared import metrics
 from shared.backoff import backoff
 from shared.bus import topology
+from shared.bus.chores import Chore, Chores
 from shared.bus.dispatch import Outcome, Subscription, dispatch
 from shared.bus.topology import QueueSpec
 from shared.settings import Settings
@@ -190,23 +191,57 @@ class EmbeddedBus:
         return cursor.rowcount
 
 
-class EmbeddedWorker:
-    """Consumes subscriptions from the embedded bus until stopped (one thread)."""
+LONG_GRACE = 20.0  # seconds a long handler in flight is waited for at stop, as on RabbitMQ
 
-    def __init__(self, bus: EmbeddedBus, subscriptions: Sequence[Subscription]) -> None:
+
+class EmbeddedWorker:
+    """Consumes subscriptions from the embedded bus until stopped.
+
+    A ``long`` subscription (an export's build: minutes) is consumed by a thread of its own,
+    so that the other queues are not held up meanwhile and ``last_beat`` goes on telling that
+    the worker is alive; as on RabbitMQ, its messages are handled one at a time.
+    """
+
+    def __init__(
+        self,
+        bus: EmbeddedBus,
+        subscriptions: Sequence[Subscription],
+        chores: Sequence[Chore] = (),
+    ) -> None:
         self.bus = bus
-        self.subscriptions = subscriptions
+        self.chores = Chores(chores)
+        self.subscriptions = [s for s in subscriptions if not s.long]
+        self.long_subscriptions = [s for s in subscriptions if s.long]
         self.should_stop = False
         self.last_beat = time.monotonic()  # the ops server's liveness (shared/ops.py)
 
     def run(self) -> None:
+        helper = None
+        if self.long_subscriptions:
+            helper = threading.Thread(
+                target=self._consume,
+                args=(self.long_subscriptions, False),
+                name="long-handlers",
+                daemon=True,  # one still running past the grace is dropped: it is restartable
+            )
+            helper.start()
+        try:
+            self._consume(self.subscriptions, True)
+        finally:
+            self.should_stop = True
+            if helper is not None:
+                helper.join(LONG_GRACE)
+
+    def _consume(self, subscriptions: Sequence[Subscription], beats: bool) -> None:
         try:
             while not self.should_stop:
-                self.last_beat = time.monotonic()
+                if beats:
+                    self.last_beat = time.monotonic()
+                    self.chores.run_due()
                 handled = False
-                for subscription in self.subscriptions:
+                for subscription in subscriptions:
                     handled |= self.bus.consume_one(subscription, lambda: self.should_stop)
                 if not handled:
                     self.bus.wait_for_messages(0.2)
         finally:
-            self.bus.close()
+            self.bus.close()  # this thread's connection

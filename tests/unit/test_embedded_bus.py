@@ -1,11 +1,16 @@
 """The embedded bus keeps RabbitMQ's promises: routing, ack after commit, retry, DLQ, restart."""
 
+import threading
+
 from sqlalchemy import func, select
 
 from shared.bus import topology
 from shared.bus.dispatch import Subscription, TransientError
-from shared.bus.embedded import EmbeddedBus
+from shared.bus.embedded import EmbeddedBus, EmbeddedWorker
+from shared.bus.topology import QueueSpec
+from shared.events import MESSAGE_RECEIVED
 from tests.support import PROBE_QUEUE, Seen, message_received, probe_store, record
+from tests.waiting import eventually
 
 
 def make_bus(settings, handler=record):
@@ -93,3 +98,40 @@ def test_a_message_leased_by_a_dead_process_is_delivered_after_restart(settings)
     assert restarted.recover() == 1
     assert restarted.consume_one(sub, lambda: False)
     assert seen_count(store) == 1
+
+
+def test_a_long_handler_holds_up_neither_the_other_queues_nor_the_liveness(settings):
+    """An export's build takes minutes: meanwhile the worker's other queues are consumed and
+    its ``last_beat`` (what /healthz reads) goes on moving."""
+    slow_queue = QueueSpec("probe-slow", "messages", (MESSAGE_RECEIVED,))
+    bus = EmbeddedBus(settings, queues=(PROBE_QUEUE, slow_queue))
+    quick_store, slow_store = probe_store(settings), probe_store(settings, "probe_slow")
+    started, release = threading.Event(), threading.Event()
+
+    def slow(uow, envelope):
+        started.set()
+        assert release.wait(10)
+        record(uow, envelope)
+
+    worker = EmbeddedWorker(
+        bus,
+        [
+            Subscription(slow_queue, slow_store, {"message.received": slow}, long=True),
+            Subscription(PROBE_QUEUE, quick_store, {"message.received": record}),
+        ],
+    )
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        publish(bus, message_received("first"))
+        assert started.wait(5)
+        beat = worker.last_beat
+        publish(bus, message_received("second"))
+        eventually(lambda: seen_count(quick_store) == 2, timeout=5)
+        eventually(lambda: worker.last_beat > beat, timeout=5)
+    finally:
+        release.set()
+        eventually(lambda: seen_count(slow_store) == 2, timeout=10)
+        worker.should_stop = True
+        thread.join(10)
+    assert not thread.is_alive()

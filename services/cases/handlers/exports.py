@@ -168,7 +168,6 @@ def build_export(
 ) -> str:
     """Build one export's file; answers the state it left the export in. Each step commits on
     its own (the caller's transaction then only records the event as handled)."""
-    sweep_expired(session, settings)
     export = session.get(Export, export_id)
     if export is None or export.org != org:
         log.warning("export %s of %s is unknown; ignored", export_id, org)
@@ -286,6 +285,17 @@ def _finish(
     )
     notify_export_ready(session, export.user_id, export.id)
     session.commit()
+
+
+def sweep(store: ServiceStore, settings: Settings) -> int:
+    """The cases worker's chore: every expired export's file deleted; how many."""
+    swept = 0
+    while True:
+        with store.unit_of_work() as uow:
+            done = sweep_expired(uow.session, settings)
+        swept += done
+        if done < SWEEP_BATCH:
+            return swept
 
 
 def sweep_expired(session: Session, settings: Settings, now: datetime | None = None) -> int:
