@@ -290,6 +290,47 @@ def cmd_cases_rebuild_counts(args: argparse.Namespace, settings: Settings) -> in
     return 0
 
 
+def cmd_import_casepro(args: argparse.Namespace, settings: Settings) -> int:
+    """Import an org from CasePro's database (read-only) or its tickets_migrate files."""
+    from services.cases.casepro.migrate_files import MigrateExport, MigrateFileError
+    from services.cases.casepro.source import CaseproDatabase, CaseproError
+    from services.cases.domain import Conflict, Invalid
+    from services.cases.handlers.importing import import_casepro
+
+    if not args.config_only:
+        print("importing history is not built yet: give --config-only", file=sys.stderr)
+        return 2
+    if args.database_url and not args.org:
+        print("--org is needed with --database-url: CasePro's org id or subdomain", file=sys.stderr)
+        return 2
+    migrate(settings, ("cases",))
+    store = models_of("cases").open_store(settings)
+    source = None
+    try:
+        if args.database_url:
+            source = CaseproDatabase(args.database_url, args.org)
+        else:
+            agents = Path(args.agents_file) if args.agents_file else None
+            source = MigrateExport(Path(args.cases_file), agents)
+        report = import_casepro(
+            store,
+            source,
+            args.into,
+            merge=args.merge,
+            dry_run=args.dry_run,
+            progress=lambda line: print(line, flush=True),
+        )
+    except (CaseproError, MigrateFileError, Conflict, Invalid, OSError) as exc:
+        print(f"import refused: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if isinstance(source, CaseproDatabase):
+            source.close()
+        store.db.dispose()
+    print("\n".join(report.lines()))
+    return 0
+
+
 def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
     from services.stack import Stack
 
@@ -480,6 +521,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     stats.add_argument("--org", help="the org key (default: every org)")
     stats.set_defaults(func=cmd_cases_rebuild_stats)
+    importing = sub.add_parser("import", help="bring an org over from another system")
+    casepro = importing.add_subparsers(dest="importing", required=True).add_parser(
+        "casepro",
+        help="import an org from CasePro: its database (read-only) or its tickets_migrate files",
+    )
+    where = casepro.add_mutually_exclusive_group(required=True)
+    where.add_argument("--database-url", help="CasePro's PostgreSQL, e.g. postgresql://...")
+    where.add_argument("--cases-file", help="tickets_migrate's <Org>_cases.json")
+    casepro.add_argument("--agents-file", help="tickets_migrate's <Org>_agents.csv")
+    casepro.add_argument("--org", help="CasePro's org: its id or subdomain (with --database-url)")
+    casepro.add_argument("--into", required=True, help="the org key here")
+    casepro.add_argument(
+        "--config-only",
+        action="store_true",
+        help="settings, labels, partners, users and answers; no contacts, messages or cases",
+    )
+    casepro.add_argument("--dry-run", action="store_true", help="report what it would import")
+    casepro.add_argument("--merge", action="store_true", help="import into an org that has data")
+    casepro.set_defaults(func=cmd_import_casepro)
     return parser
 
 

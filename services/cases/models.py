@@ -484,5 +484,22 @@ class Export(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 
 
+# --- imports ------------------------------------------------------------------------------------
+class ImportLink(Base):
+    """What an import (services/cases/handlers/importing.py) made of each thing it read: the
+    thing's kind and id in its source (``casepro:<org id>``) and the row it became here. A run
+    skips what has a link, so a second run changes nothing and an interrupted one resumes; the
+    link of kind ``org`` marks the org as this source's import target."""
+
+    __tablename__ = "import_links"
+
+    org: Mapped[str] = mapped_column(ForeignKey("orgs.key"), primary_key=True)
+    source: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    source_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    target_id: Mapped[str | None] = mapped_column(String(36))  # None: read and skipped
+    created_at: Mapped[created_at]
+
+
 Outbox, Inbox = ledgers(Base)
 open_store = store_opener(SERVICE, Outbox, Inbox)
