@@ -150,12 +150,11 @@ class MessageFacts:
         text = fold(message.text) if message.text else ""
         for phrase in _PHRASE.findall(text):
             if "-" in phrase:  # runs keep their joins; most phrases take the quicker way below
-                parts = _JOINS.split(phrase)  # word, join, word, join, ..., word
-                words = parts[::2]
+                parts = _JOINS.split(_phrase_key(phrase))  # word, join, word, ..., word
+                words, joins = parts[::2], parts[1::2]
                 word_count += len(words)
                 phrases.update(words)
                 if longest_keyword > 1:
-                    joins = [" " if join.isspace() else _phrase_key(join) for join in parts[1::2]]
                     for start in range(len(words) - 1):
                         run = words[start]
                         for end in range(start + 1, min(len(words), start + longest_keyword)):
