@@ -89,13 +89,13 @@ def fold(text: str) -> str:
 
 
 def squeeze(text: str) -> str:
-    """Trimmed, each whitespace run as one space: " Rio \t de  Janeiro" -> "Rio de Janeiro"."""
+    """Trimmed, and each run of spaces, tabs or newlines made one space."""
     return " ".join(text.split())
 
 
 def _phrase_key(phrase: str) -> str:
     """How MessageFacts.phrases spells a run of words: each whitespace run as one space,
-    hyphens as they are ("bem-estar \n social" -> "bem-estar social")."""
+    hyphens as they are ("bem-estar  social" -> "bem-estar social")."""
     return _SPACES.sub(" ", phrase)
 
 
