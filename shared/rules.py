@@ -148,8 +148,9 @@ class MessageFacts:
         """Sequences up to ``longest_keyword`` words; only ``field_keys`` (None: all) folded."""
         word_count, phrases = 0, set()
         text = fold(message.text) if message.text else ""
+        hyphens = "-" in text
         for phrase in _PHRASE.findall(text):
-            if "-" in phrase:  # runs keep their joins; most phrases take the quicker way below
+            if hyphens and "-" in phrase:  # runs keep their joins; most take the quicker way below
                 parts = _JOINS.split(_phrase_key(phrase))  # word, join, word, ..., word
                 words, joins = parts[::2], parts[1::2]
                 word_count += len(words)
@@ -172,7 +173,7 @@ class MessageFacts:
         fields = {}
         for key in message.fields.keys() if field_keys is None else field_keys:
             if (value := message.fields.get(key)) is not None:
-                fields[key] = squeeze(fold(value))
+                fields[key] = " ".join(fold(value).split())  # squeeze(), inlined: hot path
         has_step = message.flow is not None and message.node is not None
         return cls(
             word_count=word_count,
