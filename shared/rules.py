@@ -6,11 +6,17 @@ matches, so a label without tests labels nothing. Rules are stored as JSON
 (a list of objects with a ``type`` key): ``parse_rule`` validates that JSON
 strictly and ``rule_to_json`` turns tests back into it.
 
-Text matching folds case and accents on purpose, as partners know it from
-CasePro: "Violência!" contains the word "violencia". After folding, a word is a
-run of letters, digits and ``_``; everything else separates words. A keyword of
-several words matches those words separated by whitespace only, never across
-punctuation ("sexual, abuse" is not "sexual abuse").
+Text matching folds case and accents on purpose (CasePro folded case but kept
+accents): "Violência!" contains the word "violencia". After folding, a word is a
+run of letters, digits and ``_``; everything else separates words, hyphens too,
+so "ajuda-me" contains the words "ajuda" and "me". A keyword of several words
+matches those words joined as the keyword joins them: by whitespace (any run of
+it, as one space), or by the same hyphens ("auto-estima" matches "Auto-Estima!"
+but not "autoestima" or "auto estima"), never across other punctuation ("sexual,
+abuse" is not "sexual abuse", nor is "sexual-abuse"). Keywords are what
+CasePro's label form accepted: words joined by spaces or hyphens. Contact field
+values compare folded, trimmed and with whitespace runs collapsed. Every
+difference from CasePro's matching, with examples: docs/casepro-matching.md.
 
 ``LabelIndex`` matches one message against many labels. An organisation may
 have a thousand labels, so each label is filed in a dict under an *anchor*, a
@@ -38,12 +44,15 @@ QUANTIFIERS = ("any", "all", "none")
 # The index keeps one dict per kind of anchor; see Test.anchor().
 AnchorKind = Literal["step", "group", "phrase", "field"]
 
-# Both patterns run on folded text. A phrase is a run of words separated only by
-# whitespace: multi-word keywords may span spaces, tabs and newlines but not
-# punctuation, so the text is cut into phrases before it is cut into words.
-_WORD = re.compile(r"\w")
-_PHRASE = re.compile(r"\w+(?:\s+\w+)*")
-_KEYWORD = re.compile(r"[\w\s]+")
+# These patterns run on folded text. A phrase is a run of words joined by
+# whitespace and hyphens: multi-word keywords may span spaces, tabs, newlines and
+# hyphens but no other punctuation, so the text is cut into phrases before it is
+# cut into words. A keyword has the shape of a phrase (CasePro's label form
+# accepted ``^\w[\w\- ]*\w$``; this also takes one-letter keywords and tabs).
+_WORDS = re.compile(r"\w+")
+_PHRASE = re.compile(r"\w+(?:[\s-]+\w+)*")
+_JOINS = re.compile(r"([\s-]+)")  # re.split() with it keeps the joins between the words
+_SPACES = re.compile(r"\s+")
 
 
 class RuleError(ValueError):
@@ -79,6 +88,17 @@ def fold(text: str) -> str:
     return text.translate(_FOLD_TABLE)
 
 
+def squeeze(text: str) -> str:
+    """Trimmed, and each run of spaces, tabs or newlines made one space."""
+    return " ".join(text.split())
+
+
+def _phrase_key(phrase: str) -> str:
+    """How MessageFacts.phrases spells a run of words: each whitespace run as one space,
+    hyphens as they are ("bem-estar  social" -> "bem-estar social")."""
+    return _SPACES.sub(" ", phrase)
+
+
 def _quote(text: str) -> str:
     # JSON quoting escapes any quotes inside, and keeps accents readable.
     return json.dumps(text, ensure_ascii=False)
@@ -111,10 +131,12 @@ class MessageFacts:
     """What the tests need to know about one message, computed once per message."""
 
     word_count: int
-    phrases: set[str]  # folded words and whitespace-joined word sequences
+    # Folded words, and the runs of up to ``longest_keyword`` words as _phrase_key spells
+    # them: "Bem-Estar  social" gives bem, estar, social, bem-estar, estar social...
+    phrases: set[str]
     steps: tuple[tuple[str, str], ...]  # the message's (flow, node), if it has both
     groups: frozenset[str]
-    fields: dict[str, str]  # folded, stripped values; missing and None fields left out
+    fields: dict[str, str]  # folded, squeezed values; missing and None fields left out
 
     @classmethod
     def of(
@@ -126,7 +148,20 @@ class MessageFacts:
         """Sequences up to ``longest_keyword`` words; only ``field_keys`` (None: all) folded."""
         word_count, phrases = 0, set()
         text = fold(message.text) if message.text else ""
+        hyphens = "-" in text
         for phrase in _PHRASE.findall(text):
+            if hyphens and "-" in phrase:  # runs keep their joins; most take the quicker way below
+                parts = _JOINS.split(_phrase_key(phrase))  # word, join, word, ..., word
+                words, joins = parts[::2], parts[1::2]
+                word_count += len(words)
+                phrases.update(words)
+                if longest_keyword > 1:
+                    for start in range(len(words) - 1):
+                        run = words[start]
+                        for end in range(start + 1, min(len(words), start + longest_keyword)):
+                            run += joins[end - 1] + words[end]
+                            phrases.add(run)
+                continue
             words = phrase.split()
             word_count += len(words)
             phrases.update(words)
@@ -138,7 +173,7 @@ class MessageFacts:
         fields = {}
         for key in message.fields.keys() if field_keys is None else field_keys:
             if (value := message.fields.get(key)) is not None:
-                fields[key] = fold(value).strip()
+                fields[key] = " ".join(fold(value).split())  # squeeze(), inlined: hot path
         has_step = message.flow is not None and message.node is not None
         return cls(
             word_count=word_count,
@@ -282,8 +317,8 @@ class KeywordsTest(Test):
     keywords: tuple[str, ...]
     type: ClassVar[str] = "keywords"
     json_keys: ClassVar[frozenset[str]] = frozenset({"quantifier", "keywords"})
-    # Compiled once: each keyword folded, as its words joined by single spaces,
-    # which is how MessageFacts.phrases spells the word sequences of the text.
+    # Compiled once: each keyword folded, trimmed and spelled by _phrase_key, which is
+    # how MessageFacts.phrases spells the word runs of the text.
     _phrases: frozenset[str] = field(init=False, repr=False, compare=False)
     longest: int = field(init=False, repr=False, compare=False)  # most words in one keyword
 
@@ -292,16 +327,17 @@ class KeywordsTest(Test):
         _check_strings("keywords", self.keywords)
         phrases = []
         for keyword in self.keywords:
-            folded = fold(keyword)
-            # Punctuation inside a keyword could never match, since it splits the
-            # text into separate words; say so rather than silently match nothing.
-            if not _KEYWORD.fullmatch(folded) or not _WORD.search(folded):
+            phrase = _phrase_key(fold(keyword).strip())
+            # Other punctuation inside a keyword could never match, since it cuts the
+            # text into separate phrases; say so rather than silently match nothing.
+            if not _PHRASE.fullmatch(phrase):
                 raise RuleError(
-                    f"keyword {keyword!r} must be words (letters, digits, _) separated by spaces"
+                    f"keyword {keyword!r} must be words (letters, digits, _)"
+                    " joined by spaces or hyphens"
                 )
-            phrases.append(" ".join(folded.split()))
+            phrases.append(phrase)
         object.__setattr__(self, "_phrases", frozenset(phrases))
-        object.__setattr__(self, "longest", max(p.count(" ") + 1 for p in phrases))
+        object.__setattr__(self, "longest", max(len(_WORDS.findall(p)) for p in phrases))
 
     def matches(self, facts: MessageFacts) -> bool:
         if self.quantifier == "any":
@@ -364,8 +400,9 @@ class WordCountTest(Test):
 
 @dataclass(frozen=True, slots=True)
 class FieldTest(Test):
-    """The contact field ``key`` equals one of ``values``, ignoring case, accents and
-    surrounding whitespace. A missing or None field matches nothing."""
+    """The contact field ``key`` (case-sensitive) equals one of ``values``, ignoring case,
+    accents, surrounding whitespace and the length of whitespace runs ("Rio  de\tJaneiro" is
+    "rio de janeiro"). A missing or None field matches nothing."""
 
     key: str
     values: tuple[str, ...]
@@ -377,7 +414,7 @@ class FieldTest(Test):
         if not isinstance(self.key, str) or not self.key.strip():
             raise RuleError(f"key must be a non-blank string, got {self.key!r}")
         _check_strings("values", self.values)
-        object.__setattr__(self, "_folded", frozenset(fold(v).strip() for v in self.values))
+        object.__setattr__(self, "_folded", frozenset(squeeze(fold(v)) for v in self.values))
 
     def matches(self, facts: MessageFacts) -> bool:
         return facts.fields.get(self.key) in self._folded

@@ -320,12 +320,20 @@ def test_label_crud_emits_events_with_increasing_versions(world):
     assert world.post(world.admin, "/api/v1/labels", {"name": "Violence"}).status_code == 201
 
 
+def test_labels_take_the_hyphenated_keywords_casepro_took(world):
+    rule = [{"type": "keywords", "quantifier": "any", "keywords": ["bem-estar", "covid-19"]}]
+    created = world.ok(world.post(world.admin, "/api/v1/labels", {"name": "B", "rule": rule}), 201)
+    assert created["rule"] == rule
+    assert created["rule_description"] == 'has any of the keywords "bem-estar", "covid-19"'
+
+
 @pytest.mark.parametrize(
     "rule, message",
     [
         ([{"type": "keywords", "quantifier": "some", "keywords": ["a"]}], "quantifier"),
         ([{"type": "colour"}], "unknown test type"),
         ([{"type": "word_count", "minimum": 0}], "at least 1"),
+        ([{"type": "keywords", "quantifier": "any", "keywords": ["-estima"]}], "hyphens"),
         ({"type": "keywords"}, "Not a valid list"),
         ([{"type": "keywords", "quantifier": "any", "keywords": ["a\u0000"]}], "NUL"),
     ],

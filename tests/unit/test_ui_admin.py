@@ -134,6 +134,28 @@ def test_labels_bound_to_a_group_a_step_or_keywords_and_a_bad_rule(world):
     assert "Bad" not in {e.data["name"] for e in world.events(ev.LABEL_CREATED)}
 
 
+def test_the_label_form_takes_hyphenated_keywords_as_casepro_did(world):
+    from shared import events as ev
+
+    world.message(text="Minha AUTO-ESTIMA está baixa", contact="c-1")
+    world.message(text="minha autoestima", contact="c-2")
+    world.message(text="o posto de saúde fechou", contact="c-3")
+    client = admin_browser(world)
+    token = csrf(client, "/org/labels")
+    assert 'id="keywords-hint"' in client.get("/org/labels").text
+    form = {"csrf_token": token, "name": "Self", "keywords": "auto-estima, posto de saúde"}
+    preview = client.post("/org/labels", data={**form, "action": "preview"})
+    assert preview.status_code == 200 and "2 of the last 3 messages match" in preview.text
+    assert "AUTO-ESTIMA" in preview.text and "minha autoestima" not in preview.text
+    assert client.post("/org/labels", data=form).status_code == 302
+    [created] = world.events(ev.LABEL_CREATED)
+    assert created.data["rule"] == [
+        {"type": "keywords", "quantifier": "any", "keywords": ["auto-estima", "posto de saúde"]}
+    ]
+    refused = client.post("/org/labels", data={**form, "name": "Bad", "keywords": "auto-"})
+    assert refused.status_code == 400 and "joined by spaces or hyphens" in refused.text
+
+
 def test_properties_pick_suspend_groups_and_the_follow_up_flow(world):
     from shared import events as ev
 
