@@ -99,6 +99,8 @@ def test_the_configuration_arrives_as_casepro_had_it(settings, store, casepro):
     assert labels["Saúde"]["rule"] == [
         {"type": "keywords", "quantifier": "any", "keywords": ["saúde", "médico", "hospital"]}
     ]
+    assert "covid-19" in labels["Covid"]["rule_description"]  # hyphens, as CasePro took them
+    assert "pré-natal" in labels["Pré-natal"]["rule_description"]
     assert labels["Denúncia"]["rule"] == []  # it had no rule: the flows applied it
     assert labels["Legado"]["rule"] == []  # "s.o.s" is not a keyword: the rule was dropped
     assert labels["Jovens"]["rule"] == [
