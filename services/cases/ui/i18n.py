@@ -8,13 +8,20 @@ that language and the org's timezone.
 
 from __future__ import annotations
 
+import functools
 import io
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from babel import Locale, UnknownLocaleError
-from babel.dates import format_datetime, format_skeleton, format_timedelta
+from babel.dates import (
+    format_date,
+    format_skeleton,
+    format_time,
+    format_timedelta,
+    get_datetime_format,
+)
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.numbers import format_decimal
@@ -78,8 +85,35 @@ def html_lang(language: str) -> str:
 
 
 def when(moment: datetime, language: str, timezone: str) -> str:
-    """A time as people of that language write it, in the org's timezone."""
-    return format_datetime(moment, format="short", tzinfo=timezone, locale=language)
+    """A time as people of that language write it, in the org's timezone: what Babel's
+    ``format_datetime(format="short")`` gives, from a day and a time each formatted once per
+    language (a page of 500 rows spent 30 ms formatting them one by one)."""
+    local = moment.astimezone(_zone(timezone))
+    return (
+        _short_pattern(language)
+        .replace("{0}", _short_time(local.hour, local.minute, language))
+        .replace("{1}", _short_date(local.date(), language))
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _zone(timezone: str) -> ZoneInfo:
+    return ZoneInfo(timezone)
+
+
+@functools.lru_cache(maxsize=16)
+def _short_pattern(language: str) -> str:
+    return get_datetime_format("short", locale=language).replace("'", "")
+
+
+@functools.lru_cache(maxsize=8192)
+def _short_time(hour: int, minute: int, language: str) -> str:
+    return format_time(time(hour, minute), format="short", locale=language)
+
+
+@functools.lru_cache(maxsize=8192)
+def _short_date(day: date, language: str) -> str:
+    return format_date(day, format="short", locale=language)
 
 
 def day_range(first: str, last: str, timezone: str) -> tuple[datetime | None, datetime | None]:
@@ -112,9 +146,17 @@ def duration(seconds: float | None, language: str) -> str:
     """A duration as people of that language say it, rounded ("3 hours"); "" when unknown."""
     if seconds is None:
         return ""
+    return _duration(round(seconds), language)
+
+
+# Babel formats a number in about 30 µs: a table of 500 users' figures repeats the same small
+# numbers and durations thousands of times, so each is formatted once per language.
+@functools.lru_cache(maxsize=8192)
+def _duration(seconds: int, language: str) -> str:
     return format_timedelta(seconds, threshold=1.5, locale=language)
 
 
+@functools.lru_cache(maxsize=8192)
 def number(value: float, language: str) -> str:
     return format_decimal(value, locale=language)
 
