@@ -101,10 +101,18 @@ def _never_cached(response):
     return response
 
 
+_PLAIN = (str, int, float, bool, type(None))
+
+
 def to_json(value: Any) -> Any:
-    """Views are dataclasses: their field names are the JSON keys."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    """Views are dataclasses: their field names are the JSON keys. Runs for every value of
+    every answer (37,000 times for agent activity over 500 users), so plain values go first
+    and each dataclass's field names are looked up once."""
+    if isinstance(value, _PLAIN):
+        return value
+    names = _field_names(type(value))
+    if names is not None:
+        return {name: to_json(getattr(value, name)) for name in names}
     if isinstance(value, date):  # and datetime
         return value.isoformat()
     if isinstance(value, list | tuple):
@@ -112,6 +120,14 @@ def to_json(value: Any) -> Any:
     if isinstance(value, dict):
         return {key: to_json(item) for key, item in value.items()}
     return value
+
+
+@functools.cache
+def _field_names(kind: type) -> tuple[str, ...] | None:
+    """A dataclass's field names; None for any other type."""
+    if dataclasses.is_dataclass(kind):
+        return tuple(f.name for f in dataclasses.fields(kind))
+    return None
 
 
 def _load_body(schema: type[Schema]) -> dict[str, Any]:
