@@ -27,7 +27,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import bindparam, case, insert, select, update
 from sqlalchemy.orm import Session
@@ -51,9 +51,6 @@ from services.cases.models import (
 )
 from shared.db import utcnow
 
-if TYPE_CHECKING:
-    from services.cases.handlers.importing import _Import
-
 NAMESPACE = uuid.UUID("0b5f3a52-6f1e-4c1b-9a55-2c1e7d4a9c16")
 BATCH = 2_000  # source rows per transaction
 PROGRESS_EVERY = 10_000
@@ -69,7 +66,7 @@ def derived_id(source: str, kind: str, key: object) -> str:
 
 
 class History:
-    def __init__(self, run: _Import) -> None:
+    def __init__(self, run: Any) -> None:  # importing._Import, which imports this module
         self.imp, self.store, self.org = run, run.store, run.org
         self.name, self.report, self.source = run.name, run.report, run.source
         self.contacts: dict[int, str] = {}  # CasePro contact id -> ours

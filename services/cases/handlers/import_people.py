@@ -18,7 +18,7 @@ the report's notes.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 from sqlalchemy import select
 
@@ -26,16 +26,13 @@ from services.cases.domain import ADMINISTRATOR, Conflict, Invalid
 from services.cases.handlers.people import create_partner, create_user, update_user
 from services.cases.models import Partner, User
 
-if TYPE_CHECKING:
-    from services.cases.handlers.importing import _Import
-
 PLACEHOLDER_DOMAIN = "import.invalid"
 
 
 class People:
     """CasePro's partner and user ids -> ours, making stand-ins for those without one."""
 
-    def __init__(self, run: _Import) -> None:
+    def __init__(self, run: Any) -> None:  # importing._Import, which imports this module
         self.run = run
         self.partners = {p.id: p for p in run.source.partners()}
         self.users = {u.id: u for u in run.source.users()}
