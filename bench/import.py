@@ -44,6 +44,17 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
 
 
+def rss_mb() -> float:
+    """The memory held now (the peak above is also the CasePro database's building's)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=1_000_000)
@@ -73,7 +84,8 @@ def main() -> None:
         )
 
         def progress(line: str) -> None:
-            print(f"  [{time.perf_counter() - began:7.1f} s, peak {peak_mb():5.0f} MB] {line}")
+            took = time.perf_counter() - began
+            print(f"  [{took:7.1f} s, rss {rss_mb():5.0f} MB, peak {peak_mb():5.0f} MB] {line}")
 
         began = time.perf_counter()
         with CaseproDatabase(url, manifest.subdomain) as source:
