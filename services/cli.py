@@ -297,9 +297,6 @@ def cmd_import_casepro(args: argparse.Namespace, settings: Settings) -> int:
     from services.cases.domain import Conflict, Invalid
     from services.cases.handlers.importing import import_casepro
 
-    if not args.config_only:
-        print("importing history is not built yet: give --config-only", file=sys.stderr)
-        return 2
     if args.database_url and not args.org:
         print("--org is needed with --database-url: CasePro's org id or subdomain", file=sys.stderr)
         return 2
@@ -318,6 +315,7 @@ def cmd_import_casepro(args: argparse.Namespace, settings: Settings) -> int:
             args.into,
             merge=args.merge,
             dry_run=args.dry_run,
+            history=not args.config_only,
             progress=lambda line: print(line, flush=True),
         )
     except (CaseproError, MigrateFileError, Conflict, Invalid, OSError) as exc:
@@ -535,7 +533,8 @@ def build_parser() -> argparse.ArgumentParser:
     casepro.add_argument(
         "--config-only",
         action="store_true",
-        help="settings, labels, partners, users and answers; no contacts, messages or cases",
+        help="settings, labels, partners, users and answers only: no contacts, messages, "
+        "replies or cases",
     )
     casepro.add_argument("--dry-run", action="store_true", help="report what it would import")
     casepro.add_argument("--merge", action="store_true", help="import into an org that has data")

@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 
 # The order things are imported in: a partner names labels, a user a partner, an answer labels.
 CONFIG_KINDS = ("org", "labels", "partners", "users", "answers")
+# The history, after the configuration (import_history.py): what refers to what comes later.
+HISTORY_KINDS = ("contacts", "cases", "messages", "outgoing", "actions")
 
 
 @dataclass
@@ -60,13 +62,22 @@ class ImportReport:
     dry_run: bool
     counts: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     skipped: list[tuple[str, str, str]] = field(default_factory=list)  # kind, what, why
+    # The history's skips, counted per reason rather than listed one by one.
+    reasons: Counter[tuple[str, str]] = field(default_factory=Counter)  # (kind, why) -> n
     notes: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)  # phase -> seconds
 
     def skip(self, kind: str, what: str, why: str) -> None:
         """``kind`` is a kind of CONFIG_KINDS (counted), or a part of one (``label rules``)."""
         if kind in CONFIG_KINDS:
             self.counts[kind]["skipped"] += 1
         self.skipped.append((kind, what, why))
+
+    def skip_many(self, kind: str, why: str, n: int = 1) -> None:
+        """History rows (or parts of them: ``case labels``) left out, counted per reason."""
+        if kind in HISTORY_KINDS:
+            self.counts[kind]["skipped"] += n
+        self.reasons[(kind, why)] += n
 
     def lines(self) -> list[str]:
         verb = "would create" if self.dry_run else "created"
@@ -80,6 +91,12 @@ class ImportReport:
         if self.skipped:
             lines.append("Skipped:")
             lines.extend(f"  {kind}: {what}: {why}" for kind, what, why in self.skipped)
+        if self.reasons:
+            lines.append("Skipped from the history (per reason):")
+            lines.extend(f"  {kind}: {n} {why}" for (kind, why), n in self.reasons.items())
+        if self.timings:
+            lines.append("Timings:")
+            lines.extend(f"  {phase:<20} {took:.1f} s" for phase, took in self.timings.items())
         if self.notes:
             lines.append("Notes:")
             lines.extend(f"  {note}" for note in self.notes)
@@ -93,12 +110,16 @@ def import_casepro(
     *,
     merge: bool = False,
     dry_run: bool = False,
+    history: bool = False,
     progress: Callable[[str], None] = lambda line: None,
 ) -> ImportReport:
-    """Import ``source``'s org into the org ``org`` (created if new); see the module's text."""
+    """Import ``source``'s org into the org ``org`` (created if new); see the module's text.
+    ``history``: then also its contacts, messages, replies and cases (import_history.py)."""
     if not is_org_key(org):
         raise Invalid({"into": [ORG_KEY_RULE]})
-    return _Import(store, source, org, merge=merge, dry_run=dry_run, progress=progress).run()
+    return _Import(
+        store, source, org, merge=merge, dry_run=dry_run, history=history, progress=progress
+    ).run()
 
 
 def source_name(source: cp.CaseproSource) -> str:
@@ -118,6 +139,7 @@ class _Import:
         merge: bool,
         dry_run: bool,
         progress: Callable[[str], None],
+        history: bool = False,
     ) -> None:
         self.store, self.source, self.org = store, source, org
         self.merge, self.dry_run, self.progress = merge, dry_run, progress
@@ -131,6 +153,7 @@ class _Import:
         self.by_id = source.org.id is not None
         self.links: dict[str, dict[str, str | None]] = {}
         self.groups = group_uuids(source.groups())
+        self.history = history
 
     def run(self) -> ImportReport:
         self._check_target()
@@ -139,6 +162,10 @@ class _Import:
         self._partners()
         self._users()
         self._answers()
+        if self.history:
+            from services.cases.handlers.import_history import History
+
+            History(self).run()
         return self.report
 
     # --- links ----------------------------------------------------------------------------------
