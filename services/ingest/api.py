@@ -53,7 +53,9 @@ def receive_flow_webhook(org: str):
         log.warning("refused a webhook for org %r: missing or invalid credentials", org[:64])
         raise ApiError(401, "UNAUTHORIZED", "Missing or invalid webhook credentials.")
     try:
-        inbound = parse_webhook(raw_body, request.headers.get("Content-Type"))
+        inbound = parse_webhook(
+            raw_body, request.headers.get("Content-Type"), request.args.get("text", "")[:64]
+        )
     except InvalidWebhook as exc:
         raise ApiError(400, "INVALID_WEBHOOK", str(exc), exc.fields) from exc
     simulation = request.headers.get("X-Mailroom-Mode", "").strip().lower() == "simulation"

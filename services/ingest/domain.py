@@ -26,9 +26,13 @@ Precedence, with blank strings counting as absent everywhere:
   entries: else its ``uuid``); else the newest result's ``node_uuid``. For the legacy form, in
   the same roles: ``step``; else the last ``steps`` entry's ``node``; else the newest ``values``
   entry's ``node``.
-* text: ``input.text``; else the newest result's ``input``; else its ``value``. Legacy form:
-  ``text``; else the newest ``values`` entry's ``text``; else its ``value``. An empty or
-  whitespace-only text is normalised to ``None`` (and the next source is tried).
+* text: ``input.text``; else the *message result*'s ``input``; else its ``value``. The message
+  result is the one the webhook URL names (``?text=<result>``, by key or name, any case), else
+  the result named ``message``, else the only result, else the newest (the editor's default
+  body names no node and no time, and the engine writes results in alphabetical order: with
+  ``message`` and ``topic`` the newest is ``topic``). Legacy form: ``text``; else the newest
+  ``values`` entry's ``text``; else its ``value``. An empty or whitespace-only text is
+  normalised to ``None`` (and the next source is tried).
 * sent_on: ``input.created_on`` (legacy form: ``time``); else the newest result's
   ``created_on`` (legacy: the newest value's ``time``). Missing or invalid gives ``None``.
 * "newest result": the one with the latest ``created_on`` (the later in document order on a
@@ -176,14 +180,17 @@ class InvalidWebhook(ValueError):
 
 
 # --- entry point --------------------------------------------------------------------------------
-def parse_webhook(raw_body: bytes, content_type: str | None) -> InboundMessage:
-    """Parse a webhook body into an ``InboundMessage``; raise ``InvalidWebhook`` if impossible."""
+def parse_webhook(
+    raw_body: bytes, content_type: str | None, text_result: str | None = None
+) -> InboundMessage:
+    """Parse a webhook body into an ``InboundMessage``; raise ``InvalidWebhook`` if impossible.
+    ``text_result`` names the result that holds the contact's message (the URL's ``?text=``)."""
     media_type, params = _parse_content_type(content_type)
     # A form body never starts with "{"; a JSON object sent with the form type (curl's default
     # for --data) is still JSON.
     if media_type == FORM_CONTENT_TYPE and not raw_body.lstrip().startswith(b"{"):
         return _parse_legacy_form(bytes(raw_body), params.get("charset"))
-    return _parse_json(bytes(raw_body))
+    return _parse_json(bytes(raw_body), text_result)
 
 
 def detect_shape(document: Mapping[str, Any]) -> Shape:
@@ -238,7 +245,7 @@ def _load(schema: Schema, data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 # --- JSON shapes ------------------------------------------------------------------------------
-def _parse_json(raw_body: bytes) -> InboundMessage:
+def _parse_json(raw_body: bytes, text_result: str | None = None) -> InboundMessage:
     text = _decode(raw_body, "utf-8")
     if text.startswith("\ufeff"):
         text = text[1:]
@@ -257,19 +264,21 @@ def _parse_json(raw_body: bytes) -> InboundMessage:
         raise InvalidWebhook("The body contains forbidden characters.", bad)
     shape = detect_shape(document)
     data = _load(_JSON_SCHEMAS[shape], document)
-    return _from_json(shape, data)
+    return _from_json(shape, data, text_result)
 
 
-def _from_json(shape: Shape, data: dict[str, Any]) -> InboundMessage:
+def _from_json(shape: Shape, data: dict[str, Any], text_result: str | None) -> InboundMessage:
     contact, flow = data["contact"], data["flow"]
     message = data.get("input") or {}
-    results = [
-        _Result(
+    named = {
+        key: _Result(
             node_uuid=r["node_uuid"], input=r["input"], value=r["value"], created_on=r["created_on"]
         )
-        for r in data["results"].values()
-    ]
+        for key, r in data["results"].items()
+    }
+    results = list(named.values())
     newest = _newest(results)
+    said = _message_result(named, data["results"], text_result) or newest
     node = data.get("node") or {}
     path = data.get("path") or []
     last_step = path[-1] if path else None
@@ -291,7 +300,7 @@ def _from_json(shape: Shape, data: dict[str, Any]) -> InboundMessage:
         ),
         run_uuid=(data.get("run") or {}).get("uuid"),
         input_uuid=message.get("uuid"),
-        text=_first(message.get("text"), newest and newest.input, newest and newest.value),
+        text=_first(message.get("text"), said and said.input, said and said.value),
         attachments=_attachments(message.get("attachments") or []),
         channel=_channel(channel),
         sent_on=message.get("created_on") or (newest and newest.created_on) or None,
@@ -387,6 +396,26 @@ def _newest(results: list[_Result]) -> _Result | None:
     if dated:
         return max(dated, key=lambda entry: entry[:2])[2]
     return results[-1] if results else None
+
+
+def _message_result(
+    results: dict[str, _Result], loaded: dict[str, dict[str, Any]], wanted: str | None
+) -> _Result | None:
+    """The result that holds the contact's message: the one ``wanted`` names (its key, or its
+    name, in any case), else the one named ``message``, else the only one; None: the newest."""
+
+    def find(name: str) -> _Result | None:
+        name = name.strip().casefold()
+        for key, result in results.items():
+            if name in (key.casefold(), (loaded[key].get("name") or "").strip().casefold()):
+                return result
+        return None
+
+    if wanted and wanted.strip() and (chosen := find(wanted)) is not None:
+        return chosen
+    if (chosen := find("message")) is not None:
+        return chosen
+    return results[next(iter(results))] if len(results) == 1 else None
 
 
 def _first(*candidates: str | None) -> str | None:

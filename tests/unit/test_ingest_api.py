@@ -84,6 +84,20 @@ def test_upartners_template_carries_groups_fields_and_step(ingest):
     assert len(event.data["attachments"]) == 2
 
 
+def test_the_webhook_url_names_the_result_that_holds_the_message(ingest):
+    client, store, secret = ingest
+    body = {
+        "contact": {"uuid": "5d2f1a4e-0000-4000-8000-000000000002", "name": "Ana"},
+        "flow": {"uuid": "0b7c8d9e-0000-4000-8000-000000000003", "name": "Enquete"},
+        "results": {"message": {"value": "tenho medo"}, "topic": {"value": "2"}},
+    }
+    for query in ("", "?text=topic"):
+        data = json.dumps(body | {"flow": {**body["flow"], "name": query or "plain"}})
+        answer = client.post(URL + query, data=data, headers=token(secret))
+        assert answer.status_code == 200, answer.json
+    assert [e.data["text"] for e in stored_events(store)] == ["tenho medo", "2"]
+
+
 @pytest.mark.parametrize(
     "headers, query",
     [

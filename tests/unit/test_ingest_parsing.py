@@ -405,6 +405,42 @@ def test_text_uses_the_last_result_in_document_order_when_none_is_dated():
     assert parse_doc(body).text == "dois"
 
 
+# The editor's default body: results keyed by name, value and category only, alphabetical.
+EDITOR_RESULTS = {
+    "message": {"name": "Message", "value": "preciso de ajuda", "category": "Has Text"},
+    "topic": {"name": "Topic", "value": "2", "category": "2"},
+}
+
+
+@pytest.mark.parametrize(
+    "wanted, text",
+    [
+        (None, "preciso de ajuda"),  # the result named message, not the last one ("2")
+        ("topic", "2"),  # the URL names another result, by its key
+        ("TOPIC", "2"),  # in any case
+        ("Message", "preciso de ajuda"),  # or by its name
+        ("absent", "preciso de ajuda"),  # a name that is not there: as if none were given
+        ("  ", "preciso de ajuda"),
+    ],
+)
+def test_the_message_result_is_the_one_the_url_names_else_message(wanted, text):
+    body = encode(make_body(results=EDITOR_RESULTS))
+    assert parse_webhook(body, "application/json", wanted).text == text
+
+
+def test_without_a_message_result_the_only_one_else_the_newest():
+    only = make_body(results={"answer": {"value": "sozinho"}})
+    assert parse_doc(only).text == "sozinho"
+    body = make_body(results={"first": make_result(value="um"), "second": "dois"})
+    assert parse_webhook(encode(body), "application/json", "first").text == "um"
+    assert parse_doc(body).text == "dois"  # none named message: the newest, as before
+
+
+def test_input_text_still_wins_over_any_result():
+    body = make_body(input=make_input(text="da mensagem"), results=EDITOR_RESULTS)
+    assert parse_webhook(encode(body), "application/json", "topic").text == "da mensagem"
+
+
 def test_text_is_the_legacy_text_then_the_newest_value():
     values = [
         {"text": "antiga", "value": "antiga", "time": "2024-01-01T09:00:00Z"},
