@@ -5,6 +5,7 @@ as the org's imported administrator sees it. U-Partners' own side runs on the em
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
@@ -15,8 +16,9 @@ from services.cases.app import create_app
 from services.cases.casepro.source import CaseproDatabase
 from services.cases.domain import Conflict
 from services.cases.handlers import importing, people
-from services.cases.models import MIGRATIONS, Label, Outbox, User, open_store
+from services.cases.models import MIGRATIONS, Case, Label, Outbox, User, open_store
 from tests.casepro.database import create_database, drop_database, load
+from tests.casepro.tickets_migrate import write_migrate_files
 from tests.conftest import TEST_DATABASE_URL, require
 
 pytestmark = pytest.mark.integration
@@ -206,3 +208,28 @@ def test_the_command(settings, casepro, monkeypatch, capsys):
     assert "created 0, already there 19" in capsys.readouterr().out
     assert cli.main([*argv[:-1], "999999", "--into", ORG, "--config-only"]) == 1
     assert "import refused" in capsys.readouterr().err
+
+
+def test_the_tickets_migrate_files(settings, store, casepro, tmp_path, monkeypatch, capsys):
+    """Without database access: CasePro's two export files bring partners, their users (as
+    agents: the files do not tell managers apart) and every case, open or closed."""
+    url, manifest = casepro
+    cases_file, agents_file = write_migrate_files(url, manifest.org_id, tmp_path)
+    monkeypatch.setenv("UPARTNERS_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("UPARTNERS_NAMESPACE", settings.namespace)
+    argv = ["import", "casepro", "--cases-file", str(cases_file)]
+    argv += ["--agents-file", str(agents_file), "--into", ORG]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "agent" in out  # the report's notes say what the files cannot tell
+    with store.db.session() as session:
+        assert session.scalar(select(func.count()).select_from(Case)) == 50
+        roles = set(session.scalars(select(User.role).where(User.partner_id.is_not(None))))
+        open_cases = session.scalar(
+            select(func.count()).select_from(Case).where(Case.closed_on.is_(None))
+        )
+    assert roles == {"agent"}
+    assert open_cases == sum(1 for c in json.loads(cases_file.read_text()) if not c["closed_on"])
+    assert cli.main(argv) == 0  # and again: nothing changes
+    with store.db.session() as session:
+        assert session.scalar(select(func.count()).select_from(Case)) == 50
