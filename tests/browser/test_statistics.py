@@ -27,9 +27,12 @@ def history(world) -> None:
     case = world.open_case(world.admin, message, partner)
     world.ok(world.post(world.admin, f"/api/v1/cases/{case['id']}/reply", {"text": "Oi"}), 201)
     world.ok(world.post(world.admin, f"/api/v1/cases/{case['id']}/close", {"note": "ok"}))
+    for name in ("Beatriz Nascimento", "Youssef"):
+        world.user(partner, name=name)
 
 
-def test_the_statistics_pages(site, chromium, shots):
+def test_the_statistics_pages(site, chromium, shots, monkeypatch):
+    monkeypatch.setattr("services.cases.ui.stats_pages.ACTIVITY_PAGE", 2)  # to see the pager
     world, base = site
     agent_link, agent_email = seed(world)
     history(world)
@@ -49,10 +52,12 @@ def test_the_statistics_pages(site, chromium, shots):
         assert identifying(page.content()) == []
         page.screenshot(path=shots / f"stats{suffix}.png", full_page=True)
         page.goto(base + "/stats/activity")
-        expect(page.locator("table.activity tbody tr").first).to_be_visible()
+        expect(page.locator("table.activity tbody tr")).to_have_count(2)
         assert page.evaluate("document.documentElement.scrollWidth") <= width
         assert identifying(page.content()) == []
         page.screenshot(path=shots / f"stats-activity{suffix}.png", full_page=True)
+        page.locator("nav.pager a[rel=next]").click()
+        expect(page.locator("nav.pager a[rel=prev]")).to_be_visible()
         context.close()
     agent = chromium.new_context(viewport={"width": 390, "height": 844}, locale="en").new_page()
     choose_password(agent, base + agent_link)

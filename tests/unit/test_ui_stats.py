@@ -84,6 +84,27 @@ def test_agent_activity_sorted(world):
     assert odd.status_code == 302
 
 
+def test_agent_activity_a_page_of_users_at_a_time(world, monkeypatch):
+    monkeypatch.setattr("services.cases.ui.stats_pages.ACTIVITY_PAGE", 2)
+    h = story(world)
+    for name in ("Bia", "Caio", "Zé"):
+        world.user(h["partner"], name=name)
+    client = signed_in(world, world.admin)
+    row = re.compile(r'<th scope="row"><a href="/stats/users/[^"]+">([^<]+)</a>')
+    seen, url = [], "/stats/activity?sort=name"
+    while url:
+        page = client.get(url).get_data(as_text=True)
+        names = row.findall(page)
+        assert 1 <= len(names) <= 2
+        seen += names
+        following = re.search(r'<a rel="next" href="([^"]+)"', page)
+        url = following.group(1).replace("&amp;", "&") if following else None
+    assert seen == sorted(seen, key=str.lower) and len(seen) == len(set(seen)) >= 5
+    assert f"of {len(seen)}" in page and 'rel="prev"' in page
+    beyond = client.get("/stats/activity?sort=name&page=99").get_data(as_text=True)
+    assert row.findall(beyond) == seen[-len(row.findall(beyond)) :]  # the last page
+
+
 def test_charts_run_right_to_left_in_arabic(world):
     story(world)
     client = signed_in(world, world.admin)

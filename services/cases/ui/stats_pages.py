@@ -165,6 +165,9 @@ SORTS = (
 )
 
 
+ACTIVITY_PAGE = 50  # users a page of agent activity shows
+
+
 @bp.get("/stats/activity")
 def activity():
     """Agent activity over a range of days, sortable by any column."""
@@ -195,11 +198,19 @@ def activity():
     rows.sort(key=key, reverse=descending)
     if descending:  # the unknown values last either way
         rows.sort(key=lambda row: sort != "name" and getattr(row, sort) is None)
+    # A page of rows at a time (an org has hundreds of users; the export holds them all).
+    pages = max(1, -(-len(rows) // ACTIVITY_PAGE))
+    asked = request.args.get("page", "1")
+    page_number = min(int(asked), pages) if asked.isdigit() and int(asked) > 0 else 1
+    start = (page_number - 1) * ACTIVITY_PAGE
     timezone = org.get_org(store(), actor).timezone
     shown_first, shown_last = stat_reads.day_range(timezone, first, last)
     return page(
         "stats_activity.html",
-        rows=rows,
+        rows=rows[start : start + ACTIVITY_PAGE],
+        shown=(start + 1, min(start + ACTIVITY_PAGE, len(rows)), len(rows)),
+        page_number=page_number,
+        pages=pages,
         sort=sort,
         descending=descending,
         first=shown_first,
