@@ -221,16 +221,15 @@ def activity_rows(
         raise Forbidden("Only administrators and partner managers read agent activity.")
     org = ensure_org(session, actor.org)
     first, last = day_range(org.timezone, first, last)
-    # Columns, not User objects: 500 ORM instances cost more than all three queries below.
-    people = select(User.id, User.name, User.partner_id).where(User.org == actor.org)
     if not actor.is_admin:
         partner = actor.partner_id
-    if partner is not None:
-        people = people.where(User.partner_id == partner)
+    whose = [User.org == actor.org, *([User.partner_id == partner] if partner else [])]
+    # Columns, not User objects: 500 ORM instances cost more than all three queries below.
+    people = select(User.id, User.name, User.partner_id).where(*whose)
     users = {u.id: u for u in session.execute(people.order_by(User.name, User.id))}
-    partners = {
-        p.id: p.name for p in session.scalars(select(Partner).where(Partner.org == actor.org))
-    }
+    partners = dict(
+        session.execute(select(Partner.id, Partner.name).where(Partner.org == actor.org)).all()
+    )
     # One partner's users: their ids, on the primary key; everyone: the range on
     # ix_stat_counts_day, which covers it on PostgreSQL (bench/stats.py: a scan of every count
     # row before, then 7,700 scattered table pages at a year's size).
@@ -268,9 +267,7 @@ def activity_rows(
         .where(StatFact.org == actor.org, StatFact.user_id == User.id)
         .scalar_subquery()
     )
-    last_active = dict(
-        session.execute(select(User.id, newest).where(User.id.in_(list(users)))).all()
-    )
+    last_active = dict(session.execute(select(User.id, newest).where(*whose)).all())
     return [
         ActivityRow(
             user=Ref(user.id, user.name),
