@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from datetime import datetime
 
 import psycopg
@@ -35,25 +34,13 @@ from services.cases.models import (
     open_store,
 )
 from tests.casepro import templates as t
-from tests.casepro.database import create_database, drop_database, load, plain_url
-from tests.conftest import TEST_DATABASE_URL, require
+from tests.casepro.database import plain_url
 
 pytestmark = pytest.mark.integration
 
 ORG = "linha"
 TABLES = (Contact, Message, MessageLabel, Outgoing, Case, CaseLabel, CaseWatcher, CaseAction)
 TABLES += (User, Partner)
-
-
-@pytest.fixture(scope="module")
-def casepro():
-    require(TEST_DATABASE_URL, 5432, "PostgreSQL")
-    name = f"casepro_{uuid.uuid4().hex[:10]}"
-    url = create_database(TEST_DATABASE_URL, name)
-    try:
-        yield url, load(url)
-    finally:
-        drop_database(TEST_DATABASE_URL, name)
 
 
 @pytest.fixture(scope="module")
@@ -80,14 +67,6 @@ def truth(casepro):
             "replies": count("msgs_outgoing", "activity <> 'F'"),
             "actions": count("cases_caseaction", "true"),
         }  # fmt: skip
-
-
-@pytest.fixture
-def store(settings):
-    store = open_store(settings)
-    store.db.migrate(MIGRATIONS)
-    yield store
-    store.db.dispose()
 
 
 def run(store, casepro, **options):

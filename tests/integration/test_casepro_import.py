@@ -6,7 +6,6 @@ as the org's imported administrator sees it. U-Partners' own side runs on the em
 from __future__ import annotations
 
 import json
-import uuid
 
 import pytest
 from sqlalchemy import func, select
@@ -16,33 +15,12 @@ from services.cases.app import create_app
 from services.cases.casepro.source import CaseproDatabase
 from services.cases.domain import Conflict
 from services.cases.handlers import importing, people
-from services.cases.models import MIGRATIONS, Case, Label, Outbox, User, open_store
-from tests.casepro.database import create_database, drop_database, load
+from services.cases.models import Case, Label, Outbox, User
 from tests.casepro.tickets_migrate import write_migrate_files
-from tests.conftest import TEST_DATABASE_URL, require
 
 pytestmark = pytest.mark.integration
 
 ORG = "linha"
-
-
-@pytest.fixture(scope="module")
-def casepro():
-    require(TEST_DATABASE_URL, 5432, "PostgreSQL")
-    name = f"casepro_{uuid.uuid4().hex[:10]}"
-    url = create_database(TEST_DATABASE_URL, name)
-    try:
-        yield url, load(url)
-    finally:
-        drop_database(TEST_DATABASE_URL, name)
-
-
-@pytest.fixture
-def store(settings):
-    store = open_store(settings)
-    store.db.migrate(MIGRATIONS)
-    yield store
-    store.db.dispose()
 
 
 def run(store, casepro, **options):

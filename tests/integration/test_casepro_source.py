@@ -22,22 +22,11 @@ from tests.casepro import templates
 from tests.casepro.database import create_database, database_url, drop_database, load
 from tests.casepro.fixture import Size
 from tests.casepro.tickets_migrate import write_migrate_files
-from tests.conftest import TEST_DATABASE_URL, require
+from tests.conftest import TEST_DATABASE_URL
 
 pytestmark = pytest.mark.integration
 
 STREAMS = ("contacts", "messages", "outgoing", "cases", "actions")
-
-
-@pytest.fixture(scope="module")
-def casepro():
-    require(TEST_DATABASE_URL, 5432, "PostgreSQL")
-    name = f"casepro_{uuid.uuid4().hex[:10]}"
-    url = create_database(TEST_DATABASE_URL, name)
-    try:
-        yield url, load(url)
-    finally:
-        drop_database(TEST_DATABASE_URL, name)
 
 
 @pytest.fixture
