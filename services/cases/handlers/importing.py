@@ -196,6 +196,13 @@ class _Import:
     def _target(self, kind: str, key: str | int | None) -> str | None:
         return None if key is None else self._load_links(kind).get(str(key))
 
+    def _imported(self, kind: str, key: str) -> bool:
+        """Whether an earlier run imported it (counted as already there)."""
+        if self._target(kind, key) is None:
+            return False
+        self.report.counts[kind]["existing"] += 1
+        return True
+
     def _key(self, record: Any, natural: str) -> str:
         return str(record.id) if self.by_id else natural
 
@@ -277,8 +284,7 @@ class _Import:
         existing = self._names(Label)
         for label in self.source.labels():
             key = self._key(label, label.name)
-            if self._target("labels", key) is not None:
-                self.report.counts["labels"]["existing"] += 1
+            if self._imported("labels", key):
                 continue
             if not label.is_active:
                 self.report.skip("labels", label.name, "deleted in CasePro")
@@ -313,8 +319,7 @@ class _Import:
         existing = self._names(Partner)
         for partner in self.source.partners():
             key = self._key(partner, partner.name)
-            if self._target("partners", key) is not None:
-                self.report.counts["partners"]["existing"] += 1
+            if self._imported("partners", key):
                 continue
             if not partner.is_active:
                 self.report.skip("partners", partner.name, "deleted in CasePro")
@@ -358,8 +363,7 @@ class _Import:
         for user in self.source.users():
             who = user.email or f"user {user.id} ({user.full_name})"
             key = self._key(user, (user.email or "").lower())
-            if self._target("users", key) is not None:
-                self.report.counts["users"]["existing"] += 1
+            if self._imported("users", key):
                 continue
             if not user.email:
                 self.report.skip("users", who, "no email: could neither sign in nor be invited")
@@ -413,8 +417,7 @@ class _Import:
             if faq.parent_id is not None:
                 continue
             key = self._key(faq, f"{faq.question}|{faq.language}")
-            if self._target("answers", key) is not None:
-                self.report.counts["answers"]["existing"] += 1
+            if self._imported("answers", key):
                 continue
             language = engine_language(faq.language)
             values = {
