@@ -9,7 +9,7 @@ from collections import defaultdict
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import case, func, select, tuple_
 from sqlalchemy.orm import Session
 
 from services.cases import stats
@@ -234,20 +234,29 @@ def activity_rows(
     # ix_stat_counts_day, which covers it on PostgreSQL (bench/stats.py: a scan of every count
     # row before, then 7,700 scattered table pages at a year's size).
     chosen = [StatCount.scope_id.in_(list(users))] if partner is not None else []
-    sums: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for user_id, metric, n in session.execute(
-        select(StatCount.scope_id, StatCount.metric, func.sum(StatCount.n))
-        .where(
-            StatCount.org == actor.org,
-            StatCount.scope == stats.USER,
-            StatCount.day >= first,
-            StatCount.day <= last,
-            StatCount.metric.in_(list(ACTIVITY)),
-            *chosen,
+    # One row per user with a column per metric: the database adds up, Python reads 500 rows
+    # rather than 2,500.
+    sums = {
+        row[0]: row[1:]
+        for row in session.execute(
+            select(
+                StatCount.scope_id,
+                *(
+                    func.sum(case((StatCount.metric == metric, StatCount.n), else_=0))
+                    for metric in ACTIVITY
+                ),
+            )
+            .where(
+                StatCount.org == actor.org,
+                StatCount.scope == stats.USER,
+                StatCount.day >= first,
+                StatCount.day <= last,
+                StatCount.metric.in_(list(ACTIVITY)),
+                *chosen,
+            )
+            .group_by(StatCount.scope_id)
         )
-        .group_by(StatCount.scope_id, StatCount.metric)
-    ):
-        sums[user_id][metric] = int(n)
+    }
     start, end = _bounds(first, last, org.timezone)
     delays: dict[str, list[float]] = defaultdict(list)
     for user_id, seconds in session.execute(
@@ -268,17 +277,24 @@ def activity_rows(
         .scalar_subquery()
     )
     last_active = dict(session.execute(select(User.id, newest).where(*whose)).all())
-    return [
-        ActivityRow(
-            user=Ref(user.id, user.name),
-            partner=Ref(user.partner_id, partners[user.partner_id]) if user.partner_id else None,
-            **{field: sums[user.id].get(metric, 0) for metric, field in ACTIVITY.items()},
-            first_reply_median_seconds=_whole(stats.percentile(delays[user.id], 0.5)),
-            first_reply_p90_seconds=_whole(stats.percentile(delays[user.id], 0.9)),
-            last_active=last_active.get(user.id),
+    nothing = (0,) * len(ACTIVITY)
+    rows = []
+    for user in users.values():
+        counts = zip(ACTIVITY.values(), sums.get(user.id, nothing), strict=True)
+        waits = delays.get(user.id)
+        rows.append(
+            ActivityRow(
+                user=Ref(user.id, user.name),
+                partner=Ref(user.partner_id, partners[user.partner_id])
+                if user.partner_id
+                else None,
+                **{field: int(n) for field, n in counts},
+                first_reply_median_seconds=_whole(stats.percentile(waits, 0.5)) if waits else None,
+                first_reply_p90_seconds=_whole(stats.percentile(waits, 0.9)) if waits else None,
+                last_active=last_active.get(user.id),
+            )
         )
-        for user in users.values()
-    ]
+    return rows
 
 
 def _bounds(first: date, last: date, timezone: str) -> tuple[datetime, datetime]:
