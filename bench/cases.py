@@ -13,6 +13,7 @@ Target: p99 under 50 ms for inbox pages and timelines.
 from __future__ import annotations
 
 import argparse
+import gc
 import gzip
 import os
 import random
@@ -291,6 +292,7 @@ def main() -> None:
         )
         # the pages' session key goes to a folder of this run's own
         app = create_app(settings.with_(data_dir=Path(tempfile.mkdtemp())), store)
+        gc.freeze()  # as the web processes do once loaded (shared/gunicorn_hooks.py)
         run(app, agents, labels, cases, args.requests, rng)
         run_pages(app, store, admin, agents, cases, args.requests, rng)
     finally:

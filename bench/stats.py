@@ -32,6 +32,7 @@ Bounded by the seeding and the rebuild: the rebuild counts 3,500 to 4,500 facts/
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -596,6 +597,7 @@ def main() -> None:
 
         # the pages' session key goes to a folder of this run's own
         app = create_app(settings.with_(data_dir=Path(tempfile.mkdtemp())), store)
+        gc.freeze()  # as the web processes do once loaded (shared/gunicorn_hooks.py)
         started = time.perf_counter()
         run(app, store, admin, admin_token, labels, people, args.requests, rng)
         print(f"requests timed in {time.perf_counter() - started:.1f} s")
@@ -622,6 +624,7 @@ def reuse(settings: Settings, store, args, rng: random.Random) -> None:
     labels, people = people_of(store, admin)
     print(f"reusing {settings.namespace}: {facts:,} facts, {len(people)} partners")
     app = create_app(settings.with_(data_dir=Path(tempfile.mkdtemp())), store)
+    gc.freeze()  # as the web processes do once loaded (shared/gunicorn_hooks.py)
     started = time.perf_counter()
     run(app, store, admin, admin_token, labels, people, args.requests, rng)
     print(f"requests timed in {time.perf_counter() - started:.1f} s")

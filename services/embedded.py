@@ -9,6 +9,7 @@ Stopping (Ctrl-C or SIGTERM) lets each loop finish the message or batch in hand.
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import sys
@@ -84,6 +85,7 @@ def run_embedded(settings: Settings, *, host: str, port: int, engine_port: int |
         if seeded:
             _wait_until_handled(bus, settings)
         _print_banner(host, port, settings, engine_url)
+        gc.freeze()  # as gunicorn's workers do once loaded (shared/gunicorn_hooks.py)
         server.serve_forever()
     finally:
         for loop in loops:

@@ -7,6 +7,7 @@ and shared/metrics.py so that only gunicorn processes import gunicorn.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import shutil
@@ -34,6 +35,14 @@ class Logger(glogging.Logger):
 
     def access(self, resp: Any, req: Any, environ: Any, request_time: Any) -> None:
         return None
+
+
+def post_worker_init(_worker: Any) -> None:
+    """The worker has loaded the app: move every object made so far (modules, the app, its
+    routes, schemas and caches) out of the garbage collector's sight. A full collection walks
+    them all, and came in the middle of requests: agent activity over 500 users had a p99 of
+    100 ms against a p50 of 45 (bench/stats.py); frozen, 59."""
+    gc.freeze()
 
 
 def child_exit(_server: Any, worker: Any) -> None:

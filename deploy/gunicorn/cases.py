@@ -4,7 +4,11 @@ Threads rather than processes alone: a request spends much of its time waiting o
 and threads share one connection pool per process.
 """
 
-from shared.gunicorn_hooks import child_exit, on_exit  # noqa: F401 (gunicorn reads them)
+from shared.gunicorn_hooks import (  # noqa: F401 (gunicorn reads them)
+    child_exit,
+    on_exit,
+    post_worker_init,
+)
 from shared.gunicorn_worker import when_ready  # noqa: F401 (SIGTERM: stop listening first)
 from shared.logs import gunicorn_logconfig
 from shared.settings import Settings

@@ -113,3 +113,22 @@ def test_a_fresh_metrics_folder_sweeps_those_of_dead_masters(tmp_path, monkeypat
     fresh = Path(gunicorn_hooks.fresh_metrics_dir("ingest"))
     assert fresh.is_dir() and fresh.name.startswith(f"upartners-ingest-metrics-{os.getpid()}-")
     assert not stale.exists() and alive.exists() and other.exists()
+
+
+def test_each_web_worker_freezes_what_it_loaded(monkeypatch):
+    """Both gunicorn configs hand post_worker_init to gunicorn; it moves what the worker loaded
+    out of the collector's sight (a full collection walked it all, in the middle of requests)."""
+    import gc
+    import runpy
+
+    from shared import gunicorn_hooks
+
+    for service in ("cases", "ingest"):
+        config = runpy.run_path(
+            str(Path(__file__).parents[2] / "deploy" / "gunicorn" / f"{service}.py")
+        )
+        assert config["post_worker_init"] is gunicorn_hooks.post_worker_init
+    frozen = []
+    monkeypatch.setattr(gc, "freeze", lambda: frozen.append(True))
+    gunicorn_hooks.post_worker_init(None)
+    assert frozen == [True]
