@@ -1,7 +1,10 @@
 """Benchmark of the ingest service: gunicorn on PostgreSQL, driven from a separate process.
 
-Prints accepted webhooks/s and latency percentiles at full speed and at a fixed rate, next to a
-bare Flask endpoint under the same gunicorn settings in the same run. A relay publishes the
+Prints accepted webhooks/s and latency percentiles at full speed and at a fixed rate, next to two
+anchors under the same gunicorn settings in the same run: a bare Flask endpoint, and a *durable*
+one that inserts the raw body into one PostgreSQL table and commits before answering
+(bench/durable_app.py: what any receiver must do that never answers 2xx before a commit). Issue
+17's target: ingest at full speed at least 70% of the durable anchor. A relay publishes the
 outbox to RabbitMQ meanwhile, as in production (--no-relay to leave it out).
 
     .venv/bin/python bench/ingest.py [--seconds 10] [--rate 200]
@@ -23,12 +26,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+import psycopg  # noqa: E402
+
 from bench import loadgen  # noqa: E402
+from bench.durable_app import SCHEMA_SUFFIX, table  # noqa: E402
 
 DATABASE_URL = os.environ.get(
     "UPARTNERS_BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 BROKER_URL = os.environ.get("UPARTNERS_BENCH_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+PLAIN_URL = DATABASE_URL.replace("postgresql+psycopg://", "postgresql://")
 ORG = "bench"
 
 
@@ -116,10 +123,15 @@ def main() -> None:
         "UPARTNERS_NAMESPACE": namespace,
         "UPARTNERS_LOG_LEVEL": "WARNING",
     }
-    ingest_port, bare_port = free_port(), free_port()
+    durable_table = table(namespace)
+    with psycopg.connect(PLAIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{namespace}{SCHEMA_SUFFIX}"')
+        conn.execute(f"CREATE TABLE {durable_table} (id bigserial PRIMARY KEY, body bytea)")
+    ingest_port, bare_port, durable_port = free_port(), free_port(), free_port()
     processes = [
         gunicorn("services.ingest.app:create_app()", ingest_port, env),
         gunicorn("bench.bare_app:create_app()", bare_port, env),
+        gunicorn("bench.durable_app:create_app()", durable_port, env),
     ]
     if not args.no_relay:
         processes.append(
@@ -134,10 +146,15 @@ def main() -> None:
     }
     ingest_url = f"http://127.0.0.1:{ingest_port}/webhooks/{ORG}/flow"
     bare_url = f"http://127.0.0.1:{bare_port}/webhooks/{ORG}/flow"
+    durable_url = f"http://127.0.0.1:{durable_port}/webhooks/{ORG}/flow"
     try:
         in_other_process(ingest_url, headers, None, 2, 10_000_000)  # warm up
         results = [
             ("bare Flask, full speed", in_other_process(bare_url, headers, None, args.seconds, 0)),
+            (
+                "durable Flask (INSERT + commit), full speed",
+                in_other_process(durable_url, headers, None, args.seconds, 0),
+            ),
             (
                 "ingest, full speed",
                 in_other_process(ingest_url, headers, None, args.seconds, 20_000_000),
@@ -158,6 +175,8 @@ def main() -> None:
             process.wait(timeout=30)
         store.db.drop_schema()
         store.db.dispose()
+        with psycopg.connect(PLAIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{namespace}{SCHEMA_SUFFIX}" CASCADE')
         from shared.bus.connection import delete_topology
 
         delete_topology(settings)
@@ -169,8 +188,9 @@ def main() -> None:
     )
     for label, result in results:
         print(result.line(label))
-    bare, ingest = results[0][1].rate, results[1][1].rate
+    bare, durable, ingest = (result.rate for _, result in results[:3])
     print(f"ingest / bare at full speed: {ingest / bare:.2f}")
+    print(f"ingest / durable at full speed: {ingest / durable:.2f} (target: at least 0.70)")
 
 
 if __name__ == "__main__":
