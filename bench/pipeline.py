@@ -2,8 +2,10 @@
 
 Measures, in one run and one namespace of its own (schemas and queues dropped at the end):
 
-- a bare Flask endpoint's rate under the same gunicorn settings, and a bare confirmed-publish
-  rate to a scratch quorum queue: what the machine gives without the product;
+- a bare Flask endpoint's rate under the same gunicorn settings, a *durable* one's (the raw body
+  inserted into one table and committed before the answer, bench/durable_app.py: what any
+  receiver that never answers 2xx before a commit must do), and a bare confirmed-publish rate to
+  a scratch quorum queue: what the machine gives without the product;
 - webhook -> labelled in the partner inbox, open loop at fixed rates: accepted/s, errors, how
   many made it and the latency percentiles;
 - a backlog: ingest at full speed with the relay and the workers stopped, then the ingest relay
@@ -102,17 +104,44 @@ def burst(url: str, headers: dict, count: int, offset: int) -> loadgen.Result:
     return result
 
 
-def bare_endpoint(port: int, env: dict[str, str], log: Path) -> subprocess.Popen:
-    """bench/bare_app.py under the ingest's gunicorn settings (deploy/gunicorn/ingest.py)."""
+def bare_endpoint(
+    port: int, env: dict[str, str], log: Path, app: str = "bench.bare_app:create_app()"
+) -> subprocess.Popen:
+    """An anchor app (bench/bare_app.py, bench/durable_app.py) under the ingest's gunicorn
+    settings (deploy/gunicorn/ingest.py)."""
     config = REPO / "deploy/gunicorn/ingest.py"
     command = [sys.executable, "-m", "gunicorn", "--config", str(config)]
-    command += ["--bind", f"127.0.0.1:{port}", "bench.bare_app:create_app()"]
+    command += ["--bind", f"127.0.0.1:{port}", app]
     with log.open("ab") as output:
         process = subprocess.Popen(
             command, cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT
         )
     wait_until_up(port, process)
     return process
+
+
+def durable_rate(settings, env: dict[str, str], logs: Path, headers: dict, count: int):
+    """The durable anchor (bench/durable_app.py: the raw body inserted and committed before the
+    answer) driven like the bare one; its schema goes with the namespace (drop_namespace)."""
+    import psycopg
+
+    from bench.durable_app import SCHEMA_SUFFIX, table
+
+    url = settings.database_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{settings.namespace}{SCHEMA_SUFFIX}"')
+        conn.execute(
+            f"CREATE TABLE {table(settings.namespace)} (id bigserial PRIMARY KEY, body bytea)"
+        )
+    port = free_port()
+    process = bare_endpoint(port, env, logs / "durable-flask.log", "bench.durable_app:create_app()")
+    try:
+        target = f"http://127.0.0.1:{port}/webhooks/{ORG}/flow"
+        burst(target, headers, 200, 95_000_000)  # warm up
+        return burst(target, headers, count, 95_000_000)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
 
 
 def in_other_process(function, *args):
@@ -717,7 +746,7 @@ def ms(value: float) -> str:
     return "n/a" if value != value else f"{value:,.0f} ms"
 
 
-def report(args, env_line, load, bare_http, bare_publish, runs, backlog) -> str:
+def report(args, env_line, load, bare_http, durable_http, bare_publish, runs, backlog) -> str:
     lines = [
         f"pipeline benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: {env_line}",
         f"load average (1 min) before {load[0]:.2f}, after {load[1]:.2f}; inbox polled every "
@@ -739,10 +768,16 @@ def report(args, env_line, load, bare_http, bare_publish, runs, backlog) -> str:
     lines.append(
         f"| bare Flask endpoint, full speed ({bare_http.ok:,} webhooks) | {bare_http.rate:,.0f}/s |"
     )
+    lines.append(
+        f"| durable Flask endpoint, INSERT + commit, full speed ({durable_http.ok:,} webhooks) "
+        f"| {durable_http.rate:,.0f}/s |"
+    )
     if backlog is not None:
         lines.append(
             f"| ingest, full speed ({backlog.count:,} webhooks, consumers stopped) "
-            f"| {backlog.posting.rate:,.0f}/s ({backlog.posting.errors} errors) |"
+            f"| {backlog.posting.rate:,.0f}/s ({backlog.posting.errors} errors); "
+            f"{backlog.posting.rate / bare_http.rate:.2f} of the bare endpoint, "
+            f"{backlog.posting.rate / durable_http.rate:.2f} of the durable one |"
         )
     lines.append(
         f"| bare confirmed publish ({args.publish:,} x {args.publish_size} B, quorum queue) "
@@ -856,6 +891,8 @@ def main(argv=None) -> int:
         bare.wait(timeout=30)
         bare = None
         print(f"bare Flask: {bare_http.rate:,.0f}/s", flush=True)
+        durable_http = durable_rate(settings, env, logs, plain, args.bare)
+        print(f"durable Flask (INSERT + commit): {durable_http.rate:,.0f}/s", flush=True)
         bare_publish = bare_publish_rate(settings, args.publish, args.publish_size)
         print(f"bare confirmed publish: {bare_publish:,.0f}/s", flush=True)
 
@@ -927,6 +964,7 @@ def main(argv=None) -> int:
                 env_line,
                 (load_before, os.getloadavg()[0]),
                 bare_http,
+                durable_http,
                 bare_publish,
                 runs,
                 backlog,
