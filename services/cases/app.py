@@ -6,6 +6,7 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from services.cases import api
+from services.cases.handlers import counts
 from services.cases.models import open_store
 from services.cases.ui import (
     admin_pages,
@@ -31,6 +32,7 @@ def create_app(settings: Settings | None = None, store: ServiceStore | None = No
     app.config["UPARTNERS_SETTINGS"] = settings
     app.json.sort_keys = False  # keep the views' field order: id first
     app.extensions["upartners.store"] = store or open_store(settings)
+    counts.keep_counts()  # the folder counts move with the messages the pages and API change
     register_error_handlers(app)
     instrument(app, "cases")
     api.register(app)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.cases.handlers import consumers, exports
+from services.cases.handlers import consumers, counts, exports
 from services.cases.models import open_store
 from shared import events as ev
 from shared.bus.chores import Chore
@@ -30,6 +30,7 @@ FLOWBRIDGE_HANDLERS: dict[str, Handler] = {
 
 def subscriptions(settings: Settings, store: ServiceStore | None = None) -> list[Subscription]:
     store = store or open_store(settings)
+    counts.keep_counts()  # the folder counts move with the messages the handlers change
     return [
         Subscription(
             CASES_MESSAGES, store, MESSAGE_HANDLERS, prepare=consumers.prepare_message_events

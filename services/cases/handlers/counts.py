@@ -199,16 +199,6 @@ def _on_insert(_mapper: Any, _connection: Any, target: Message) -> None:
             entry.before = None
 
 
-for _name in _COUNTED:
-    event.listen(
-        getattr(Message, _name),
-        "set",
-        lambda t, v, o, i, _n=_name: _on_set(t, v, o, i, name=_n),
-        active_history=True,
-    )
-event.listen(Message, "before_insert", _on_insert)
-
-
 def labels_changed(session: Session, message: Message, before: set[str], now: set[str]) -> None:
     """``set_message_labels`` took ``before - now`` off the message and put ``now - before``
     on it."""
@@ -280,8 +270,28 @@ def apply_deltas(session: Session, rows: list[tuple[str, CountKey, int]]) -> Non
     )
 
 
-event.listen(Session, "before_commit", _write_deltas)
-event.listen(Session, "after_transaction_end", _forget)
+def keep_counts() -> None:
+    """Start noticing what changes the counts: the ORM events on ``Message`` and the sessions'
+    commits. Called by the cases service's composition roots (``create_app``, the worker's
+    ``subscriptions``) rather than when this module is imported; calling it again does nothing.
+    """
+    global _listening
+    if _listening:
+        return
+    for name in _COUNTED:
+        event.listen(
+            getattr(Message, name),
+            "set",
+            lambda t, v, o, i, _n=name: _on_set(t, v, o, i, name=_n),
+            active_history=True,
+        )
+    event.listen(Message, "before_insert", _on_insert)
+    event.listen(Session, "before_commit", _write_deltas)
+    event.listen(Session, "after_transaction_end", _forget)
+    _listening = True
+
+
+_listening = False
 
 
 # --- reading and rebuilding ---------------------------------------------------------------------
