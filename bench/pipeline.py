@@ -351,11 +351,22 @@ def machine_busy() -> float:
     return (sum(values) - values[3] - values[4]) / TICK
 
 
+NOT_PRODUCT = {"this script (polling)", "load generator"}
+
+
 @dataclass
 class CpuUse:
     wall: float = 0.0
     by_process: dict[str, float] = field(default_factory=dict)  # CPU seconds
     machine: float = 0.0
+
+    def product_seconds(self) -> float:
+        """CPU seconds of every product process plus PostgreSQL and RabbitMQ: not the load
+        generator's nor this script's."""
+        return sum(s for name, s in self.by_process.items() if name not in NOT_PRODUCT)
+
+    def per_message_ms(self, messages: int) -> float:
+        return 1000 * self.product_seconds() / messages if messages else float("nan")
 
     def line(self) -> str:
         busiest = sorted(self.by_process.items(), key=lambda item: -item[1])
@@ -795,6 +806,13 @@ def report(args, env_line, load, bare_http, durable_http, bare_publish, runs, ba
         ]
     lines.append("")
     for run in runs:
+        lines.append(cpu_per_message_line(run))
+    if backlog is not None:
+        lines.append(
+            f"CPU per message, backlog drain (labeler + cases workers, servers): "
+            f"{backlog.cpu.per_message_ms(backlog.count):.2f} ms"
+        )
+    for run in runs:
         lines.append(f"CPU at {run.rate:.0f}/s (sending and settling): {run.cpu.line()}")
     if backlog is not None:
         lines.append(f"CPU while the backlog drained (from ready): {backlog.cpu.line()}")
@@ -821,6 +839,21 @@ def report(args, env_line, load, bare_http, durable_http, bare_publish, runs, ba
             f"{'met' if met else 'MISSED'} ({backlog.drained_s:.1f} s with start-up)"
         )
     return "\n".join(lines)
+
+
+def cpu_per_message_line(run) -> str:
+    """The headline: CPU seconds of every product process, PostgreSQL and RabbitMQ over the
+    run (sending and settling) per accepted webhook, and each one's share."""
+    ok = run.http.ok
+    parts = ", ".join(
+        f"{name} {1000 * seconds / ok:.2f}"
+        for name, seconds in sorted(run.cpu.by_process.items(), key=lambda item: -item[1])
+        if name not in NOT_PRODUCT and ok and 1000 * seconds / ok >= 0.05
+    )
+    return (
+        f"**CPU per message at {run.rate:.0f}/s: {run.cpu.per_message_ms(ok):.2f} ms** "
+        f"(every product process, PostgreSQL and RabbitMQ; ms: {parts})"
+    )
 
 
 # --- main ---------------------------------------------------------------------------------------

@@ -53,7 +53,7 @@ def cmd_relay(args: argparse.Namespace, settings: Settings) -> int:
     from shared.relay import Relay
 
     migrate(settings, (args.service,))
-    store = models_of(args.service).open_store(settings)
+    store = models_of(args.service).open_store(settings, pre_ping=False)  # it retries
     relay = Relay(
         store, make_publisher(settings), batch=settings.relay_batch, idle=settings.relay_idle
     )
@@ -74,7 +74,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from shared.bus.runtime import make_worker
 
     migrate(settings, (args.service,))
-    store = service(args.service).open_store(settings)
+    store = service(args.service).open_store(settings, pre_ping=False)  # handlers retry
     module = service(args.service).worker_module()
     worker = make_worker(
         settings, module.subscriptions(settings, store), module.chores(settings, store)

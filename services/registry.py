@@ -32,8 +32,8 @@ class Service:
         assert self.worker, f"{self.name} consumes no events"
         return importlib.import_module(f"services.{self.name}.worker")
 
-    def open_store(self, settings: Settings) -> Any:
-        return self.models().open_store(settings)
+    def open_store(self, settings: Settings, *, pre_ping: bool = True) -> Any:
+        return self.models().open_store(settings, pre_ping=pre_ping)
 
     @property
     def processes(self) -> tuple[str, ...]:

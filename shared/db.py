@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import uuid
 import zlib
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from sqlalchemy import JSON, DateTime, Engine, String, create_engine, event, text
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 from shared.settings import Settings
+
+T = TypeVar("T")
 
 
 def utcnow() -> datetime:
@@ -69,7 +73,12 @@ def connection_options(schema: str) -> str:
 class Database:
     """The engine and session factory of one service."""
 
-    def __init__(self, settings: Settings, service: str) -> None:
+    def __init__(self, settings: Settings, service: str, *, pre_ping: bool = True) -> None:
+        """``pre_ping``: check each connection with a round trip as the pool hands it out, so
+        that a request after a database restart does not fail on a dead connection. Workers,
+        relays and the ingest endpoint turn it off (a round trip per batch or per webhook, a
+        tenth of the ingest's database time): they retry what a dead connection failed, and
+        the first such failure has the pool replace all of its connections."""
         self.service = service
         self.schema = f"{settings.namespace}_{service}"
         if settings.database_url:
@@ -79,7 +88,7 @@ class Database:
             kept = max(5, settings.web_threads)
             self.engine = create_engine(
                 settings.database_url,
-                pool_pre_ping=True,
+                pool_pre_ping=pre_ping,
                 pool_size=kept,
                 max_overflow=kept,
                 connect_args={"options": connection_options(self.schema), "connect_timeout": 5},
@@ -131,6 +140,18 @@ class Database:
             self.engine.dispose()
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+def once_more_if_disconnected(work: Callable[[], T]) -> T:
+    """``work()``, run a second time if it failed on a pooled connection that the database had
+    closed (it restarted): that failure has the pool replace every connection it held, so the
+    second run gets a live one. For work that is safe to repeat, on a pool without pre-ping."""
+    try:
+        return work()
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+    return work()
 
 
 def sqlite_engine(path: Path) -> Engine:

@@ -6,13 +6,30 @@ request or a handler, so an event exists if and only if its state change committ
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import BigInteger, Index, Integer, String, text
+from sqlalchemy import (
+    BigInteger,
+    Index,
+    Integer,
+    String,
+    Table,
+    bindparam,
+    insert,
+    literal_column,
+    select,
+    text,
+)
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
 from shared.db import JSONType, UTCDateTime, created_at
+
+if TYPE_CHECKING:
+    from shared.db import Database
+    from shared.events import Envelope
 
 
 class OutboxMixin:
@@ -41,3 +58,73 @@ class OutboxMixin:
                 sqlite_where=unpublished,
             ),
         )
+
+
+def outbox_row(envelope: Envelope) -> dict[str, Any]:
+    """The outbox row of an event, as ``UnitOfWork.commit`` and ``insert_with_event`` write it."""
+    return {
+        "event_id": envelope.id,
+        "name": envelope.name,
+        "envelope": envelope.to_json(),
+        "created_at": envelope.occurred_at,
+    }
+
+
+def insert_with_event(
+    db: Database,
+    table: Table,
+    row: dict[str, Any],
+    *,
+    unique: Sequence[str],
+    outbox: type,
+    event: Envelope,
+) -> bool:
+    """Insert ``row`` unless a row with the same ``unique`` columns exists and, only if it was
+    inserted, ``event``'s outbox row: both or neither. False when the row existed already.
+
+    The ingest's whole write. On PostgreSQL it is one statement in autocommit, atomic by
+    itself and one round trip (a transaction took four: BEGIN, two INSERTs, COMMIT)::
+
+        WITH inserted AS (INSERT INTO messages ... ON CONFLICT DO NOTHING RETURNING 1)
+        INSERT INTO outbox (...) SELECT ... FROM inserted RETURNING position
+
+    A repeat is harmless (the conflict clause makes it a no-op), so a caller may run it again
+    when it met a connection the database had closed (``shared.db.once_more_if_disconnected``).
+    On SQLite, a transaction.
+    """
+    params = {**row, **{f"event_{k}": v for k, v in outbox_row(event).items()}}
+    if not db.is_postgres:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        with db.engine.begin() as conn:
+            statement = sqlite_insert(table).on_conflict_do_nothing(index_elements=list(unique))
+            if conn.execute(statement.returning(text("1")), row).first() is None:
+                return False
+            conn.execute(insert(outbox.__table__), outbox_row(event))
+        return True
+    statement = _insert_with_event_statement(table, tuple(row), tuple(unique), outbox.__table__)
+    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        return conn.execute(statement, params).first() is not None
+
+
+@functools.cache
+def _insert_with_event_statement(
+    table: Table, columns: tuple[str, ...], unique: tuple[str, ...], outbox: Table
+) -> Any:
+    """Built once per table and columns: SQLAlchemy then finds its compiled form cached."""
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+    inserted = (
+        pg_insert(table)
+        .values({name: bindparam(name, type_=table.c[name].type) for name in columns})
+        .on_conflict_do_nothing(index_elements=list(unique))
+        .returning(literal_column("1"))
+        .cte("inserted")
+    )
+    event_columns = ("event_id", "name", "envelope", "created_at")
+    values = [bindparam(f"event_{c}", type_=outbox.c[c].type) for c in event_columns]
+    return (
+        insert(outbox)
+        .from_select(list(event_columns), select(*values).select_from(inserted))
+        .returning(outbox.c.position)
+    )

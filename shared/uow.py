@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from shared.db import Database
 from shared.events import Envelope, new_event
 from shared.inbox import InboxMixin
-from shared.outbox import OutboxMixin
+from shared.outbox import OutboxMixin, outbox_row
 from shared.settings import Settings
 
 
@@ -47,8 +47,8 @@ def store_opener(
 ) -> Callable[[Settings], ServiceStore]:
     """A service's ``open_store(settings)``: its database and its ledgers."""
 
-    def open_store(settings: Settings) -> ServiceStore:
-        return ServiceStore(service, Database(settings, service), outbox, inbox)
+    def open_store(settings: Settings, *, pre_ping: bool = True) -> ServiceStore:
+        return ServiceStore(service, Database(settings, service, pre_ping=pre_ping), outbox, inbox)
 
     return open_store
 
@@ -137,15 +137,7 @@ class UnitOfWork:
         if self.emitted:
             self.session.execute(
                 insert(self.store.outbox.__table__),
-                [
-                    {
-                        "event_id": envelope.id,
-                        "name": envelope.name,
-                        "envelope": envelope.to_json(),
-                        "created_at": envelope.occurred_at,
-                    }
-                    for envelope in self.emitted
-                ],
+                [outbox_row(envelope) for envelope in self.emitted],
             )
         if self._processed:
             self.session.execute(insert(self._inbox().__table__), self._processed)

@@ -25,7 +25,7 @@ def fixture(name: str) -> bytes:
 def make_ingest(settings: Settings):
     """An ingest app on migrated tables, with one secret for ORG; returns (app, store, secret)."""
     settings = settings.with_(secret_cache_ttl=0)  # tests revoke and expect it at once
-    store = open_store(settings)
+    store = open_store(settings, pre_ping=False)  # as the ingest's composition root has it
     store.db.migrate(MIGRATIONS)
     _, secret = handlers.add_secret(store, ORG)
     return create_app(settings, store), store, secret

@@ -9,6 +9,7 @@ from flask import Blueprint, current_app, jsonify, request
 from services.ingest import handlers
 from services.ingest.domain import InvalidWebhook, parse_webhook
 from services.ingest.handlers import Credentials
+from shared.db import once_more_if_disconnected
 from shared.http import ApiError
 from shared.logs import log_context
 from shared.uow import ServiceStore
@@ -46,8 +47,12 @@ def receive_flow_webhook(org: str):
     raw_body = request.get_data(cache=False)  # bounded by MAX_CONTENT_LENGTH: 413 beyond it
     settings = current_app.config["UPARTNERS_SETTINGS"]
     secrets = current_app.extensions["upartners.secrets"]
-    if not handlers.authenticate(
-        secrets, org, _credentials(), raw_body, window=settings.signature_window
+    credentials = _credentials()
+    # Both steps may be repeated: once more if the database restarted under the pool (no ping).
+    if not once_more_if_disconnected(
+        lambda: handlers.authenticate(
+            secrets, org, credentials, raw_body, window=settings.signature_window
+        )
     ):
         # One line, never the credentials: a flow engine with a stale secret shows up here.
         log.warning("refused a webhook for org %r: missing or invalid credentials", org[:64])
@@ -59,7 +64,9 @@ def receive_flow_webhook(org: str):
     except InvalidWebhook as exc:
         raise ApiError(400, "INVALID_WEBHOOK", str(exc), exc.fields) from exc
     simulation = request.headers.get("X-Mailroom-Mode", "").strip().lower() == "simulation"
-    accepted = handlers.accept_webhook(_store(), org, inbound, raw_body, simulation=simulation)
+    accepted = once_more_if_disconnected(
+        lambda: handlers.accept_webhook(_store(), org, inbound, raw_body, simulation=simulation)
+    )
     # The message id is the correlation id of every event this message causes.
     with log_context(correlation_id=accepted.message_id):
         log.debug(

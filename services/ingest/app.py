@@ -17,7 +17,7 @@ def create_app(settings: Settings | None = None, store: ServiceStore | None = No
     app.request_class = BodyLimitedRequest  # 413 over the limit, chunked bodies included
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body
     app.config["UPARTNERS_SETTINGS"] = settings
-    store = store or open_store(settings)
+    store = store or open_store(settings, pre_ping=False)  # its one statement retries
     app.extensions["upartners.store"] = store
     app.extensions["upartners.secrets"] = handlers.SecretCache(store, settings.secret_cache_ttl)
     register_error_handlers(app)

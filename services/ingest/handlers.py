@@ -11,9 +11,10 @@ from sqlalchemy import select
 from services.ingest.domain import InboundMessage
 from services.ingest.models import Message, WebhookSecret
 from shared import auth
-from shared.db import insert_statement, new_id, utcnow
-from shared.events import MESSAGE_RECEIVED
+from shared.db import new_id, utcnow
+from shared.events import MESSAGE_RECEIVED, new_event
 from shared.orgs import is_org_key
+from shared.outbox import insert_with_event
 from shared.uow import ServiceStore
 
 
@@ -94,54 +95,46 @@ def accept_webhook(
     simulation: bool,
     received_at: datetime | None = None,
 ) -> Accepted:
-    """Store the message and its ``message.received`` event in one transaction, exactly once.
+    """Store the message and its ``message.received`` event together, exactly once (one
+    statement on PostgreSQL: shared/outbox.py ``insert_with_event``).
 
     A repeated delivery (same idempotency key) finds the first one and gets the same answer.
     """
     key = inbound.idempotency_key(raw_body)
     message_id = new_id()
     received_at = received_at or utcnow()
-    with store.unit_of_work(correlation_id=message_id) as uow:
-        inserted = uow.session.scalar(
-            _insert_message(uow.session, message_id, org, key, inbound, simulation, received_at)
-        )
-        if inserted is None:  # the conflict clause did nothing: this is a repeated delivery
-            existing = uow.session.scalar(
-                select(Message.id).where(Message.org == org, Message.idempotency_key == key)
-            )
-            return Accepted(message_id=existing, duplicate=True)
-        uow.emit(
-            MESSAGE_RECEIVED,
-            org=org,
-            data=message_received_data(message_id, inbound, simulation, received_at),
-        )
-        uow.commit()
-    return Accepted(message_id=message_id, duplicate=False)
-
-
-def _insert_message(session, message_id, org, key, inbound, simulation, received_at):
-    table = Message.__table__
-    return (
-        insert_statement(session, table)
-        .values(
-            id=message_id,
-            org=org,
-            idempotency_key=key,
-            shape=inbound.shape,
-            contact_uuid=inbound.contact_uuid,
-            urn=inbound.urn,
-            contact_name=inbound.contact_name,
-            flow_uuid=inbound.flow_uuid,
-            node_uuid=inbound.node_uuid,
-            run_uuid=inbound.run_uuid,
-            external_id=inbound.input_uuid,
-            text=inbound.text,
-            simulation=simulation,
-            received_at=received_at,
-        )
-        .on_conflict_do_nothing(index_elements=["org", "idempotency_key"])
-        .returning(table.c.id)
+    event = new_event(
+        MESSAGE_RECEIVED,
+        org=org,
+        producer=store.service,
+        data=message_received_data(message_id, inbound, simulation, received_at),
+        correlation_id=message_id,
     )
+    row = {
+        "id": message_id,
+        "org": org,
+        "idempotency_key": key,
+        "shape": inbound.shape,
+        "contact_uuid": inbound.contact_uuid,
+        "urn": inbound.urn,
+        "contact_name": inbound.contact_name,
+        "flow_uuid": inbound.flow_uuid,
+        "node_uuid": inbound.node_uuid,
+        "run_uuid": inbound.run_uuid,
+        "external_id": inbound.input_uuid,
+        "text": inbound.text,
+        "simulation": simulation,
+        "received_at": received_at,
+    }
+    table = Message.__table__
+    unique = ("org", "idempotency_key")
+    if insert_with_event(store.db, table, row, unique=unique, outbox=store.outbox, event=event):
+        return Accepted(message_id=message_id, duplicate=False)
+    with store.db.engine.connect() as conn:  # a repeated delivery: the first one's id
+        existing = conn.scalar(
+            select(Message.id).where(Message.org == org, Message.idempotency_key == key)
+        )
+    return Accepted(message_id=existing, duplicate=True)
 
 
 def message_received_data(

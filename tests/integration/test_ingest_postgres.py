@@ -5,14 +5,18 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 
 import pytest
+import sqlalchemy as sa
 from kombu import Connection
 
+from services.ingest.models import Message, Outbox
 from shared.bus.connection import declare_topology, kombu_queues
 from shared.bus.publisher import ConfirmingPublisher
 from shared.bus.topology import QueueSpec
-from shared.events import MESSAGE_RECEIVED, read_event
+from shared.events import MESSAGE_RECEIVED, new_event, read_event
+from shared.outbox import insert_with_event
 from shared.relay import Relay
 from tests.ingest_helpers import ORG, counts, fixture, make_ingest
 
@@ -44,6 +48,102 @@ def test_twenty_concurrent_copies_make_one_message_and_one_event(ingest):
     assert {r.status_code for r in responses} == {200}
     assert len({r.json["message"] for r in responses}) == 1  # the same answer for all
     assert counts(store) == (1, 1)
+
+
+def test_a_webhook_is_written_in_one_statement_without_a_ping(ingest):
+    """The message and its event in one round trip: no pool ping, no BEGIN nor COMMIT."""
+    app, store, secret = ingest
+    client, headers = app.test_client(), {"Authorization": f"Token {secret}"}
+    client.post(URL, data=fixture("resthook.json"), headers=headers)  # secrets cached, pooled
+    statements = []
+    listen = sa.event.listen
+    listen(store.db.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    body = fixture("editor_default.json")
+    assert client.post(URL, data=body, headers=headers).status_code == 200
+    writes = [s for s in statements if "webhook_secrets" not in s]  # tests read them each time
+    assert len(writes) == 1, writes
+    assert writes[0].startswith("WITH inserted AS \n(INSERT INTO messages"), writes[0]
+    assert "INSERT INTO outbox" in writes[0]
+    assert counts(store) == (2, 2)
+
+
+def test_a_connection_the_database_closed_is_replaced_and_the_webhook_accepted(ingest):
+    """A restart leaves dead connections in the pool; without a ping the write meets one,
+    and retries on a new one (the first failure has the pool drop them all)."""
+    app, store, secret = ingest
+    client, headers = app.test_client(), {"Authorization": f"Token {secret}"}
+    assert client.post(URL, data=fixture("resthook.json"), headers=headers).status_code == 200
+    with store.db.engine.connect() as pooled:  # the pool's one connection, given back after
+        backend = pooled.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+    with psycopg_connect(store) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (backend,))
+    response = client.post(URL, data=fixture("editor_default.json"), headers=headers)
+    assert response.status_code == 200, response.json
+    assert counts(store) == (2, 2)
+
+
+def test_the_message_is_not_kept_when_its_event_cannot_be_written(ingest):
+    """Both or neither: an outbox row that fails (here a repeated event id) takes the
+    message's INSERT with it."""
+    _, store, _ = ingest
+    event = new_event(MESSAGE_RECEIVED, org=ORG, producer="ingest", data=received_data("m-1"))
+    row = message_row("m-1", "key-1")
+    table, unique = Message.__table__, ("org", "idempotency_key")
+    assert insert_with_event(store.db, table, row, unique=unique, outbox=Outbox, event=event)
+    again = message_row("m-2", "key-2")  # a new message, the same event id: refused
+    with pytest.raises(sa.exc.IntegrityError):
+        insert_with_event(store.db, table, again, unique=unique, outbox=Outbox, event=event)
+    assert counts(store) == (1, 1)
+    repeat = message_row("m-3", "key-1")  # the first one's key: nothing written, False
+    assert not insert_with_event(store.db, table, repeat, unique=unique, outbox=Outbox, event=event)
+    assert counts(store) == (1, 1)
+
+
+def message_row(message_id: str, key: str) -> dict:
+    return {
+        "id": message_id,
+        "org": ORG,
+        "idempotency_key": key,
+        "shape": "editor",
+        "contact_uuid": "c-1",
+        "urn": None,
+        "contact_name": None,
+        "flow_uuid": "f-1",
+        "node_uuid": None,
+        "run_uuid": None,
+        "external_id": None,
+        "text": "hello",
+        "simulation": False,
+        "received_at": datetime.now(UTC),
+    }
+
+
+def received_data(message_id: str) -> dict:
+    return {
+        "message_id": message_id,
+        "contact_uuid": "c-1",
+        "contact_groups": [],
+        "contact_fields": {},
+        "language": None,
+        "flow_uuid": "f-1",
+        "flow_name": "Flow",
+        "node_uuid": None,
+        "run_uuid": None,
+        "external_id": None,
+        "text": "hello",
+        "attachments": [],
+        "channel": None,
+        "received_at": datetime.now(UTC).isoformat(),
+        "sent_on": None,
+        "simulation": False,
+    }
+
+
+def psycopg_connect(store):
+    import psycopg
+
+    url = store.db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    return psycopg.connect(url, autocommit=True)
 
 
 def rabbitmqctl(*args):
