@@ -131,8 +131,8 @@ class MessageFacts:
     """What the tests need to know about one message, computed once per message."""
 
     word_count: int
-    # Folded words, and the runs of up to ``longest_keyword`` words as _phrase_key spells
-    # them: "Bem-Estar  social" gives bem, estar, social, bem-estar, estar social...
+    # Folded words, and the runs of them a keyword could be, as _phrase_key spells them:
+    # "Bem-Estar  social" gives bem, estar, social, bem-estar, bem-estar social...
     phrases: set[str]
     steps: tuple[tuple[str, str], ...]  # the message's (flow, node), if it has both
     groups: frozenset[str]
@@ -142,10 +142,14 @@ class MessageFacts:
     def of(
         cls,
         message: Message,
-        longest_keyword: int = 1,
+        run_starts: Mapping[str, int] | None = None,
         field_keys: Iterable[str] | None = None,
     ) -> MessageFacts:
-        """Sequences up to ``longest_keyword`` words; only ``field_keys`` (None: all) folded."""
+        """Only ``field_keys`` (None: all) folded. Besides the words, only the runs of words
+        that could be a keyword of several words (``run_starts``, see that function): those
+        that start with such a keyword's first word, as long as its keywords. A keyword of 4
+        words costs a run lookup where the text has its first word, not at every word."""
+        starts = run_starts or {}
         word_count, phrases = 0, set()
         text = fold(message.text) if message.text else ""
         hyphens = "-" in text
@@ -153,23 +157,17 @@ class MessageFacts:
             if hyphens and "-" in phrase:  # runs keep their joins; most take the quicker way below
                 parts = _JOINS.split(_phrase_key(phrase))  # word, join, word, ..., word
                 words, joins = parts[::2], parts[1::2]
-                word_count += len(words)
-                phrases.update(words)
-                if longest_keyword > 1:
-                    for start in range(len(words) - 1):
-                        run = words[start]
-                        for end in range(start + 1, min(len(words), start + longest_keyword)):
-                            run += joins[end - 1] + words[end]
-                            phrases.add(run)
-                continue
-            words = phrase.split()
+            else:
+                words, joins = phrase.split(), None
             word_count += len(words)
             phrases.update(words)
-            for size in range(2, min(longest_keyword, len(words)) + 1):
-                # zip(words, words[1:], ...) yields every run of `size` consecutive
-                # words; it must stop at the shortest slice, hence strict=False.
-                runs = zip(*(words[i:] for i in range(size)), strict=False)
-                phrases.update(map(" ".join, runs))
+            for start, word in enumerate(words):
+                if (size := starts.get(word)) is None:
+                    continue
+                run = word
+                for end in range(start + 1, min(len(words), start + size)):
+                    run += (joins[end - 1] if joins else " ") + words[end]
+                    phrases.add(run)
         fields = {}
         for key in message.fields.keys() if field_keys is None else field_keys:
             if (value := message.fields.get(key)) is not None:
@@ -320,7 +318,8 @@ class KeywordsTest(Test):
     # Compiled once: each keyword folded, trimmed and spelled by _phrase_key, which is
     # how MessageFacts.phrases spells the word runs of the text.
     _phrases: frozenset[str] = field(init=False, repr=False, compare=False)
-    longest: int = field(init=False, repr=False, compare=False)  # most words in one keyword
+    # First word of each keyword of several words -> the most words such keywords have.
+    starts: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _check_quantifier(self.quantifier)
@@ -337,7 +336,11 @@ class KeywordsTest(Test):
                 )
             phrases.append(phrase)
         object.__setattr__(self, "_phrases", frozenset(phrases))
-        object.__setattr__(self, "longest", max(len(_WORDS.findall(p)) for p in phrases))
+        starts: dict[str, int] = {}
+        for words in (_WORDS.findall(p) for p in phrases):
+            if len(words) > 1:
+                starts[words[0]] = max(starts.get(words[0], 1), len(words))
+        object.__setattr__(self, "starts", starts)
 
     def matches(self, facts: MessageFacts) -> bool:
         if self.quantifier == "any":
@@ -441,6 +444,16 @@ TEST_TYPES: dict[str, type[Test]] = {
 }
 
 
+def run_starts(tests: Iterable[Test]) -> dict[str, int]:
+    """What ``MessageFacts.of`` needs to know of these tests' keywords of several words."""
+    starts: dict[str, int] = {}
+    for test in tests:
+        if isinstance(test, KeywordsTest):
+            for word, size in test.starts.items():
+                starts[word] = max(starts.get(word, 1), size)
+    return starts
+
+
 def parse_test(data: Mapping[str, Any]) -> Test:
     """One test from its JSON object; raises RuleError if anything is off."""
     if not isinstance(data, dict):
@@ -531,14 +544,12 @@ class LabelIndex:
             kind: {} for kind in _ANCHOR_PREFERENCE
         }
         self._always: list[int] = []  # labels without an anchor: evaluated for every message
-        self._longest_keyword = 1
+        self._run_starts = run_starts(test for label in self._labels for test in label.tests)
         self._field_keys: set[str] = set()
 
         for position, label in enumerate(self._labels):
             for test in label.tests:
-                if isinstance(test, KeywordsTest):
-                    self._longest_keyword = max(self._longest_keyword, test.longest)
-                elif isinstance(test, FieldTest):
+                if isinstance(test, FieldTest):
                     self._field_keys.add(test.key)
             anchored = [(test, test.anchor()) for test in label.tests]
             anchored = [(test, anchor) for test, anchor in anchored if anchor is not None]
@@ -558,7 +569,7 @@ class LabelIndex:
 
     def match(self, message: Message) -> list[Label]:
         """The labels that apply to the message, ordered by name then uuid."""
-        facts = MessageFacts.of(message, self._longest_keyword, self._field_keys)
+        facts = MessageFacts.of(message, self._run_starts, self._field_keys)
         matched = []
         # A plain loop rather than all(...): most candidates have no test left to
         # evaluate, and this is the hot path.

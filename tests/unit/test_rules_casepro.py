@@ -5,6 +5,7 @@ contact fields whose whitespace differs, and the differences kept on purpose
 from __future__ import annotations
 
 import itertools
+import random
 import re
 
 import pytest
@@ -21,6 +22,7 @@ from shared.rules import (
     fold,
     parse_rule,
     rule_to_json,
+    run_starts,
 )
 
 # CasePro's label form accepted a keyword when it matched this (after the form trimmed it).
@@ -179,10 +181,12 @@ def test_hyphenated_keywords_under_each_quantifier(
 
 def test_a_hyphenated_keyword_is_anchored_like_any_keyword() -> None:
     test = keywords("Auto-Estima", "bem-estar social")
-    assert test.longest == 3  # words, counted across hyphens
+    assert test.starts == {"auto": 2, "bem": 3}  # words, counted across hyphens
     assert set(test.anchor().keys) == {"auto-estima", "bem-estar social"}
-    facts = MessageFacts.of(message("Bem-Estar  social, auto-estima"), longest_keyword=3)
-    assert {"auto-estima", "bem-estar", "bem-estar social", "estar social"} <= facts.phrases
+    facts = MessageFacts.of(message("Bem-Estar  social, auto-estima"), run_starts((test,)))
+    assert {"auto-estima", "bem-estar", "bem-estar social"} <= facts.phrases
+    # Only runs that start as a keyword of several words does: none starts with "estar".
+    assert "estar social" not in facts.phrases
     assert {"bem", "estar", "social", "auto", "estima"} <= facts.phrases
     assert "social auto" not in facts.phrases  # the comma ends the phrase
     # Runs of words are only built when some keyword has several words.
@@ -283,3 +287,45 @@ def test_field_values_still_differ_beyond_whitespace(value: str) -> None:
 def test_field_keys_stay_case_sensitive_as_in_casepro() -> None:
     index = index_of((FieldTest(key="city", values=("Rio de Janeiro",)),))
     assert not index.match(message("oi", City="Rio de Janeiro"))
+
+
+def test_the_index_finds_what_a_plain_search_of_the_text_finds() -> None:
+    """Random keyword labels (1 to 4 words, spaces and hyphens, any/all/none) against random
+    texts: the index, which builds only the runs of words a keyword could start, labels each
+    text exactly as a regular-expression search for each keyword as a whole phrase does."""
+    rng = random.Random(17)
+    vocabulary = ["auto", "estima", "bem", "estar", "social", "ajuda", "me", "covid", "19", "sim"]
+
+    def phrase(words: int) -> str:
+        text = rng.choice(vocabulary)
+        for _ in range(words - 1):
+            text += rng.choice([" ", "-"]) + rng.choice(vocabulary)
+        return text
+
+    tests = [
+        keywords(*{phrase(rng.randint(1, 4)) for _ in range(rng.randint(1, 3))}, quantifier=q)
+        for q in rng.choices(["any", "all", "none"], weights=[6, 2, 1], k=150)
+    ]
+    index = index_of(*((test,) for test in tests))
+
+    def has(text: str, keyword: str) -> bool:
+        pattern = r"(?<!\w)" + re.escape(" ".join(fold(keyword).split())) + r"(?!\w)"
+        return re.search(pattern, " ".join(fold(text).split())) is not None
+
+    def expected(text: str) -> list[str]:
+        found = []
+        for position, test in enumerate(tests):
+            hits = [has(text, k) for k in test.keywords]
+            passes = {"any": any(hits), "all": all(hits), "none": not any(hits)}[test.quantifier]
+            if passes:
+                found.append(f"label {position}")
+        return sorted(found)
+
+    for _ in range(1_500):
+        words = [
+            rng.choice([*vocabulary, "não", "Bem", "ESTAR"]) for _ in range(rng.randint(1, 12))
+        ]
+        text = words[0]
+        for word in words[1:]:
+            text += rng.choice([" ", "-", "  ", ", ", " - "]) + word
+        assert sorted(label.name for label in index.match(message(text))) == expected(text), text

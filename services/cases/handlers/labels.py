@@ -192,7 +192,7 @@ def preview_rule(
     checked = tuple(t for t in tests if not isinstance(t, rules.GroupsTest))
     unchecked = sorted({t.type for t in tests} - {t.type for t in checked})
     fields_now = any(isinstance(t, rules.FieldTest) for t in checked)
-    longest = max((t.longest for t in checked if isinstance(t, rules.KeywordsTest)), default=1)
+    starts = rules.run_starts(checked)
     field_keys = {t.key for t in checked if isinstance(t, rules.FieldTest)}
     with store.unit_of_work() as uow:
         rows = uow.session.execute(
@@ -219,7 +219,7 @@ def preview_rule(
                 groups=frozenset(),
                 fields={k: v for k, v in (fields or {}).items() if isinstance(v, str)},
             ),
-            longest,
+            starts,
             field_keys,
         )
         if all(test.matches(facts) for test in checked):
