@@ -746,7 +746,8 @@ def environment(settings, env: dict[str, str], cases_workers: int) -> str:
         f"Python {platform.python_version()}, PostgreSQL {postgres}, RabbitMQ {rabbit}; "
         f"{versions}; gunicorn gthread {env['UPARTNERS_WEB_WORKERS']} workers x "
         f"{env.get('UPARTNERS_WEB_THREADS', settings.web_threads)} threads; one process per "
-        f"worker and relay ({cases_workers} for cases); prefetch {settings.prefetch}, "
+        f"worker and relay ({cases_workers} for cases); prefetch {settings.prefetch}, batch "
+        f"wait {1000 * float(env.get('UPARTNERS_BATCH_WAIT', settings.batch_wait)):.0f} ms, "
         f"relay batch {settings.relay_batch}, window {settings.relay_window}, "
         f"idle {settings.relay_idle * 1000:.0f} ms"
     )

@@ -19,6 +19,8 @@ ENVIRONMENT = {
     "UPARTNERS_NAMESPACE": "prefix of exchanges, queues and database schemas (default upartners)",
     "UPARTNERS_PREFETCH": "unacknowledged messages a consumer holds at once (default 50)",
     "UPARTNERS_DELIVERY_LIMIT": "deliveries of one message before it is dead-lettered (default 10)",
+    "UPARTNERS_BATCH_WAIT": "seconds a consumer waits for more messages before handling what "
+    "it holds together (default 0.02; 0: at once)",
     "UPARTNERS_RELAY_BATCH": "outbox rows a relay publishes per transaction (default 500)",
     "UPARTNERS_RELAY_WINDOW": "publishes in flight awaiting broker confirms (default 200)",
     "UPARTNERS_RELAY_IDLE": "seconds a relay sleeps when its outbox is empty (default 0.05)",
@@ -46,6 +48,7 @@ class Settings:
     data_dir: Path = Path("var")
     namespace: str = "upartners"
     prefetch: int = 50
+    batch_wait: float = 0.02
     delivery_limit: int = 10
     relay_batch: int = 500
     relay_window: int = 200
@@ -79,6 +82,7 @@ class Settings:
             data_dir=Path(get("UPARTNERS_DATA_DIR") or defaults.data_dir),
             namespace=get("UPARTNERS_NAMESPACE") or defaults.namespace,
             prefetch=int(get("UPARTNERS_PREFETCH") or defaults.prefetch),
+            batch_wait=float(get("UPARTNERS_BATCH_WAIT") or defaults.batch_wait),
             delivery_limit=int(get("UPARTNERS_DELIVERY_LIMIT") or defaults.delivery_limit),
             relay_batch=int(get("UPARTNERS_RELAY_BATCH") or defaults.relay_batch),
             relay_window=int(get("UPARTNERS_RELAY_WINDOW") or defaults.relay_window),

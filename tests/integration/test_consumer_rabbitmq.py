@@ -147,3 +147,43 @@ def test_messages_waiting_when_a_worker_subscribes_are_all_handled(pg_settings):
         publisher.close()
         conn.release()
         store.db.dispose()
+
+
+@pytest.mark.parametrize(("batch_wait", "one_batch"), [(0.5, True), (0.0, False)])
+def test_messages_arriving_within_the_batch_wait_are_handled_together(
+    pg_settings, batch_wait, one_batch
+):
+    """Eight events published 30 ms apart: with a batch wait of half a second they share one
+    transaction; with none, each is handled as it arrives."""
+    store = probe_store(pg_settings)
+    conn = Connection(pg_settings.broker_url)
+    declare_topology(conn, pg_settings, [PROBE_QUEUE])
+    publisher = ConfirmingPublisher(pg_settings)
+    transactions = []
+
+    def handler(uow, envelope):
+        if not any(uow is seen for seen in transactions):
+            transactions.append(uow)
+        record(uow, envelope)
+
+    settings = pg_settings.with_(batch_wait=batch_wait)
+    worker = AmqpWorker(settings, [Subscription(PROBE_QUEUE, store, {"message.received": handler})])
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        assert eventually(lambda: worker.broker_connected)
+        time.sleep(0.2)  # subscribed
+        for i in range(8):
+            event = message_received(text=f"trickle {i}")
+            publisher.publish([(event.id, "message.received", event.body())])
+            time.sleep(0.03)
+        assert eventually(lambda: worker.handled == 8)
+        assert (len(transactions) == 1) is one_batch, len(transactions)
+    finally:
+        worker.should_stop = True
+        thread.join(timeout=30)
+        publisher.close()
+        for queue in kombu_queues(pg_settings, PROBE_QUEUE):
+            queue(conn.default_channel).delete()
+        conn.release()
+        store.db.dispose()
