@@ -1,7 +1,9 @@
 """Inbox: which events each consumer has handled, written in the same transaction as the effect.
 
-A redelivered event finds its row and does nothing; two replicas handling the same event at once
-collide on the primary key, and the loser rolls back its whole effect.
+A redelivered event finds its row and does nothing. A worker's batch writes its rows first
+(``UnitOfWork.claim``: a replica handling the same event at once waits for the other's commit and
+then skips it); a single event's row is written at its commit, and two replicas handling it at
+once collide on the primary key: the loser rolls back its whole effect.
 """
 
 from __future__ import annotations

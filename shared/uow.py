@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from shared.db import Database
+from shared.db import Database, insert_statement, utcnow
 from shared.events import Envelope, new_event
 from shared.inbox import InboxMixin
 from shared.outbox import OutboxMixin, outbox_row
@@ -111,24 +111,38 @@ class UnitOfWork:
         ).first()
         return found is not None
 
-    def processed_among(self, consumer: str, event_ids: list[str]) -> set[str]:
-        inbox = self._inbox()
-        return set(
-            self.session.scalars(
-                select(inbox.event_id).where(
-                    inbox.consumer == consumer, inbox.event_id.in_(event_ids)
-                )
-            )
-        )
-
     def mark_processed(self, consumer: str, event_id: str) -> None:
+        """The event's inbox row, written by ``commit`` (``claim`` writes a batch's at once)."""
         self._processed.append({"consumer": consumer, "event_id": event_id})
 
-    def commit(self) -> None:
-        """Write the outbox and inbox rows, then commit them with the state change.
+    def claim(self, consumer: str, event_ids: list[str]) -> set[str]:
+        """Write the inbox rows of these events now, in this transaction; return the ids whose
+        row was not there yet: the events this transaction is to handle. The others were
+        handled already (or are twice in the list). One statement, where a look first and an
+        insert at commit took two; a replica handling the same event at the same moment waits
+        here for the other's commit, then finds its row (or takes it over if it rolled back).
+        Only for handlers that never commit before the end (a batch's: a rollback must undo
+        the whole batch): the rows would be committed with their first step.
+        """
+        inbox = self._inbox().__table__
+        statement = (
+            insert_statement(self.session, inbox)
+            .on_conflict_do_nothing(index_elements=["consumer", "event_id"])
+            .returning(inbox.c.event_id)
+        )
+        now = utcnow()
+        rows = [
+            {"consumer": consumer, "event_id": event_id, "processed_at": now}
+            for event_id in dict.fromkeys(event_ids)
+        ]
+        return set(self.session.scalars(statement, rows)) if rows else set()
 
-        Both are written here, each in one multi-row INSERT: a batch of events costs two
-        statements rather than two per event; so are the handlers' ``rows_to_write``.
+    def commit(self) -> None:
+        """Write the outbox and inbox rows (those ``claim`` did not write already), then
+        commit them with the state change.
+
+        Each kind in one multi-row INSERT: a batch of events costs one statement rather than
+        one per event; so are the handlers' ``rows_to_write``.
         """
         for write, rows in self._rows.values():
             if rows:

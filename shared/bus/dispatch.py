@@ -165,15 +165,14 @@ def dispatch_batch(subscription: Subscription, bodies: list[Any], **options: Any
         ]
         if work:
             with subscription.store.unit_of_work() as uow:
-                done = uow.processed_among(consumer, [envelope.id for envelope, _ in work])
+                fresh = uow.claim(consumer, [envelope.id for envelope, _ in work])
                 if subscription.prepare is not None:
-                    subscription.prepare(uow, [e for e, _ in work if e.id not in done])
+                    subscription.prepare(uow, [e for e, _ in work if e.id in fresh])
                 for envelope, handler in work:
-                    if envelope.id in done:
+                    if envelope.id not in fresh:
                         continue  # already handled, or twice in this batch
-                    done.add(envelope.id)
+                    fresh.discard(envelope.id)
                     uow.cause, uow.correlation_id = envelope, envelope.correlation_id
-                    uow.mark_processed(consumer, envelope.id)
                     with _context_of(envelope):
                         handler(uow, envelope)
                 uow.commit()
@@ -190,6 +189,9 @@ def dispatch_batch(subscription: Subscription, bodies: list[Any], **options: Any
 
 
 def _handle_once(subscription: Subscription, handler: Handler, envelope: Envelope) -> Outcome:
+    # The inbox row is written at the commit, not claimed first as a batch does: a handler of an
+    # unbatched subscription may commit steps of its own (flowbridge saves its progress around
+    # each call to the flow engine), and a claimed row would be committed with the first step.
     consumer = subscription.queue.consumer
     try:
         with subscription.store.unit_of_work(cause=envelope) as uow:

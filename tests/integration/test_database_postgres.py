@@ -14,7 +14,7 @@ import threading
 import uuid
 
 import pytest
-from sqlalchemy import event, insert, text
+from sqlalchemy import event, insert, select, text
 
 from tests.support import Inbox, probe_store
 
@@ -30,6 +30,12 @@ def index_tuples_read(session) -> int:
     ).scalar_one()
 
 
+def handled_among(session, event_ids: list[str]) -> set[str]:
+    """Which of these events the inbox has: the query's shape that once got a generic plan."""
+    found = select(Inbox.event_id).where(Inbox.consumer == CONSUMER, Inbox.event_id.in_(event_ids))
+    return set(session.scalars(found))
+
+
 def test_the_inbox_check_reads_only_the_ids_asked_for_after_the_inbox_grew(pg_settings):
     store = probe_store(pg_settings)
     try:
@@ -38,7 +44,7 @@ def test_the_inbox_check_reads_only_the_ids_asked_for_after_the_inbox_grew(pg_se
             session = uow.session
             wanted = [str(uuid.uuid4()) for _ in range(3)]
             for _ in range(15):  # prepared after 5, a generic plan considered after 5 more
-                assert uow.processed_among(CONSUMER, wanted) == set()
+                assert handled_among(session, wanted) == set()
             session.commit()
             session.execute(
                 insert(Inbox),
@@ -46,7 +52,7 @@ def test_the_inbox_check_reads_only_the_ids_asked_for_after_the_inbox_grew(pg_se
             )
             session.commit()
             before = index_tuples_read(session)
-            assert uow.processed_among(CONSUMER, wanted) == set()
+            assert handled_among(session, wanted) == set()
             read = index_tuples_read(session) - before
             session.commit()
         assert read < 100, f"the inbox check read {read} index entries for 3 ids"
@@ -79,5 +85,35 @@ def test_a_burst_on_every_thread_of_a_web_process_opens_no_new_connection(pg_set
         for thread in threads:
             thread.join(timeout=60)
         assert len(opened) <= settings.web_threads
+    finally:
+        store.db.dispose()
+
+
+@pytest.mark.parametrize("first_commits", [True, False])
+def test_a_batch_claiming_an_event_another_holds_waits_for_its_end(pg_settings, first_commits):
+    """Two replicas with the same event in their batch: the second's claim waits for the first
+    transaction; it skips the event if that one committed, and takes it if it rolled back."""
+    store = probe_store(pg_settings)
+    event_id, other = str(uuid.uuid4()), str(uuid.uuid4())
+    claimed: dict[str, set[str]] = {}
+    try:
+        with store.unit_of_work() as first:
+            assert first.claim(CONSUMER, [event_id, event_id]) == {event_id}
+
+            def second() -> None:
+                with store.unit_of_work() as uow:
+                    claimed["second"] = uow.claim(CONSUMER, [event_id, other])
+                    uow.commit()
+
+            thread = threading.Thread(target=second)
+            thread.start()
+            thread.join(timeout=1)
+            assert thread.is_alive(), "the second claim did not wait for the first transaction"
+            if first_commits:
+                first.commit()
+            else:
+                first.session.rollback()
+        thread.join(timeout=10)
+        assert claimed["second"] == ({other} if first_commits else {event_id, other})
     finally:
         store.db.dispose()
