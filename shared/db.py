@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-from sqlalchemy import JSON, DateTime, Engine, String, create_engine, event, text
+from sqlalchemy import JSON, Connection, DateTime, Engine, String, create_engine, event, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, mapped_column, sessionmaker
@@ -196,9 +196,11 @@ def run_migrations(context: Any, metadata: Any) -> None:
         context.run_migrations()
 
 
-def insert_statement(session: Session, model: Any) -> Any:
-    """The dialect's INSERT, which offers ``on_conflict_do_nothing`` on PostgreSQL and SQLite."""
-    if session.get_bind().dialect.name == "postgresql":
+def insert_statement(executor: Session | Connection, model: Any) -> Any:
+    """The dialect's INSERT, which offers ``on_conflict_do_nothing`` on PostgreSQL and SQLite
+    (``executor``: a session or a connection)."""
+    bind = executor.get_bind() if isinstance(executor, Session) else executor
+    if bind.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert

@@ -16,7 +16,11 @@ from services.cases.domain import (
 )
 from services.cases.handlers.cache import cache_of
 from services.cases.handlers.changes import mirror_archive
-from services.cases.handlers.contacts import ensure_contact, insert_contacts
+from services.cases.handlers.contacts import (
+    ensure_contact,
+    insert_contacts,
+    insert_contacts_committed,
+)
 from services.cases.handlers.counts import note_locked
 from services.cases.handlers.notifications import notify, watchers
 from services.cases.handlers.rows import (
@@ -51,10 +55,18 @@ MESSAGE_EVENTS = (ev.MESSAGE_RECEIVED, ev.MESSAGE_LABELED)
 def prepare_message_events(uow: UnitOfWork, events: list[Envelope]) -> None:
     """Before a worker's batch of message events is handled one by one: read their orgs, the
     orgs' labels, contacts, messages, these messages' labels and the contacts' open cases in one
-    query each,
-    and insert the contacts new to their org in one statement. The handlers then find all of it
-    in ``cache_of`` (bench: one round trip per row was what limited the cases worker)."""
+    query each, and insert the contacts new to their org in one statement. The handlers then
+    find all of it in ``cache_of`` (bench: one round trip per row was what limited the cases
+    worker).
+
+    On PostgreSQL the new contacts are inserted and committed first, on a connection of their
+    own: inserted in the batch's transaction, a contact that another worker's batch also
+    inserts made that batch wait for this one's commit, the most common wait with two cases
+    workers (bench/pipeline.py --cases-workers 2). A contact kept after a batch rolled back is
+    what the batch's retry inserts anyway. (On SQLite the transaction holds the write lock: a
+    second connection would wait for it.)"""
     session, known = uow.session, cache_of(uow.session)
+    db = uow.store.db
     events = [event for event in events if event.name in MESSAGE_EVENTS]
     by_org: dict[str, dict[str, list[Envelope]]] = {}
     for event in events:
@@ -64,13 +76,20 @@ def prepare_message_events(uow: UnitOfWork, events: list[Envelope]) -> None:
         org = ensure_org(session, org_key)
         live_labels(session, org.key)
         uuids = list(contact_events)
+        created: set[str] = set()
+        if db.is_postgres:
+            with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as own:
+                created = insert_contacts_committed(own, org, contact_events)
         for contact in session.scalars(
             select(Contact).where(Contact.org == org.key, Contact.uuid.in_(uuids))
         ):
             known.contacts[(org.key, contact.uuid)] = contact
-            old_contacts.append(contact.id)
+            if contact.uuid in created:
+                known.new_contacts.add(contact.id)  # nobody could open a case for it yet
+            else:
+                old_contacts.append(contact.id)
         new = {u: contact_events[u] for u in uuids if (org.key, u) not in known.contacts}
-        insert_contacts(session, org, new)
+        insert_contacts(session, org, new)  # on PostgreSQL, only a pseudonym's collision
     if old_contacts:
         for case in session.scalars(
             select(Case).where(Case.contact_id.in_(old_contacts), Case.closed_on.is_(None))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from services.cases.answers_domain import engine_language
@@ -98,14 +98,38 @@ def contact_view(contact: Contact, org: Org) -> ContactView:
 
 
 def insert_contacts(session: Session, org: Org, new: dict[str, list[Envelope]]) -> None:
-    """Insert contacts new to the org in one statement, each with its short pseudonym and the
-    fields of its newest message in the batch (what handling the events one by one leaves).
-    One whose pseudonym another contact has is left out: ``ensure_contact`` handles it alone."""
+    """Insert contacts new to the org in the session's transaction, in one statement (see
+    ``_new_contact_rows``); they go into ``cache_of(session)`` as new."""
     if not new:
         return
+    statement = insert_statement(session, Contact).values(_new_contact_rows(org, new))
+    known = cache_of(session)
+    for contact in session.scalars(statement.on_conflict_do_nothing().returning(Contact)):
+        known.contacts[(org.key, contact.uuid)] = contact
+        known.new_contacts.add(contact.id)
+
+
+def insert_contacts_committed(
+    connection: Connection, org: Org, new: dict[str, list[Envelope]]
+) -> set[str]:
+    """The same in one statement on a connection in autocommit, outside any batch's
+    transaction; answers the uuids of the contacts it inserted."""
+    if not new:
+        return set()
+    table = Contact.__table__
+    statement = insert_statement(connection, table).values(_new_contact_rows(org, new))
+    statement = statement.on_conflict_do_nothing().returning(table.c.uuid)
+    return set(connection.execute(statement).scalars())
+
+
+def _new_contact_rows(org: Org, new: dict[str, list[Envelope]]) -> list[dict[str, Any]]:
+    """Each contact with its short pseudonym and the fields of its newest message among the
+    events (what handling them one by one leaves). One whose pseudonym another contact has is
+    left out by the INSERT's conflict clause: ``ensure_contact`` handles it alone. In uuid
+    order, so that two workers inserting the same contacts lock them in the same order."""
     rows = []
-    for contact_uuid, events in new.items():
-        received = [e.data for e in events if e.name == ev.MESSAGE_RECEIVED]
+    for contact_uuid in sorted(new):
+        received = [e.data for e in new[contact_uuid] if e.name == ev.MESSAGE_RECEIVED]
         newest = max(received, key=lambda data: data["received_at"], default=None)
         rows.append(
             {
@@ -119,8 +143,4 @@ def insert_contacts(session: Session, org: Org, new: dict[str, list[Envelope]]) 
                 "created_at": utcnow(),
             }
         )
-    statement = insert_statement(session, Contact).values(rows).on_conflict_do_nothing()
-    known = cache_of(session)
-    for contact in session.scalars(statement.returning(Contact)):
-        known.contacts[(org.key, contact.uuid)] = contact
-        known.new_contacts.add(contact.id)
+    return rows
