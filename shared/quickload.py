@@ -1,5 +1,5 @@
-"""Marshmallow's ``load`` without its machinery, for the plain data the services' own writers
-produce: the events' envelopes and data (shared/events.py).
+"""Marshmallow's ``load`` and ``dump`` without their machinery, for the plain data the services'
+own writers produce: the events' envelopes and data (shared/events.py).
 
 Every consumer reads every event through its schema; marshmallow spends microseconds on each
 field (hooks, error bookkeeping, partial loading) where the data is what our strict writer
@@ -7,6 +7,7 @@ already checked. ``quick_load`` walks the same fields with the same conversions 
 integers, booleans, ISO date-times, lists, dicts, nested schemas, and their validators) and
 gives up, answering ``None``, wherever marshmallow would raise or could do something it does
 not: the caller then loads with marshmallow, which gives the same result or the worded error.
+``quick_dump`` does the same for writing (a writer loads its data strictly, then dumps it).
 tests/unit/test_quickload.py checks both give the same on every event schema, on valid data and
 on data with each field missing or of a wrong type.
 """
@@ -52,9 +53,11 @@ def _data_keys(schema: Schema) -> set[str]:
     return {field.data_key or name for name, field in schema.load_fields.items()}
 
 
-def _has_hooks(schema: Schema) -> bool:
-    """Hooks run code of the schema's own: those schemas are marshmallow's to load."""
-    hooks = ("pre_load", "post_load", "validates", "validates_schema")
+_LOAD_HOOKS = ("pre_load", "post_load", "validates", "validates_schema")
+
+
+def _has_hooks(schema: Schema, hooks: tuple[str, ...] = _LOAD_HOOKS) -> bool:
+    """Hooks run code of the schema's own: those schemas are marshmallow's to load (or dump)."""
     return any(schema._hooks.get(kind) for kind in hooks)
 
 
@@ -125,3 +128,52 @@ def _mapping(field: fields.Dict, value: Any) -> Any:
             return _NO
         loaded[key] = item
     return loaded
+
+
+def quick_dump(schema: Schema, obj: dict[str, Any]) -> dict[str, Any] | None:
+    """``schema.dump(obj)`` for what ``quick_load`` loaded, or ``None`` where marshmallow must."""
+    if _has_hooks(schema, ("pre_dump", "post_dump")):
+        return None
+    dumped: dict[str, Any] = {}
+    for name, field in schema.dump_fields.items():
+        attribute = field.attribute or name
+        if attribute not in obj:
+            if field.dump_default is not missing:
+                return None
+            continue
+        value = _dumped(field, obj[attribute])
+        if value is _NO:
+            return None
+        dumped[field.data_key or name] = value
+    return dumped
+
+
+def _dumped(field: fields.Field, value: Any) -> Any:
+    if value is None:
+        return None
+    kind = type(field)
+    if kind in _PLAIN:
+        return value if type(value) is _PLAIN[kind] else _NO
+    if kind is fields.AwareDateTime:
+        ok = type(value) is datetime and field.format in (None, "iso", "iso8601")
+        return value.isoformat() if ok else _NO
+    if kind is fields.List and type(value) is list:
+        items = [_dumped(field.inner, item) for item in value]
+        return _NO if any(item is _NO for item in items) else items
+    if kind is fields.Dict and type(value) is dict:
+        if field.key_field is None and field.value_field is None:
+            return dict(value)
+        items = {
+            (_dumped(field.key_field, k) if field.key_field else k): (
+                _dumped(field.value_field, v) if field.value_field else v
+            )
+            for k, v in value.items()
+        }
+        return _NO if _NO in items or any(v is _NO for v in items.values()) else items
+    if kind is fields.Nested and isinstance(field.schema, Schema) and type(value) is dict:
+        nested = quick_dump(field.schema, value)
+        return _NO if nested is None else nested
+    return _NO
+
+
+_PLAIN: dict[type, type] = {fields.String: str, fields.Integer: int, fields.Boolean: bool}
