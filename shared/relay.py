@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Protocol
 
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import Connection, bindparam, delete, select, update
 from sqlalchemy import exc as sa_exc
 
 from shared import metrics
@@ -56,6 +56,20 @@ class Relay:
         self._look: Connection | None = None  # held open for ``anything_waiting``
         outbox = store.outbox
         self._waiting = select(outbox.position).where(outbox.published_at.is_(None)).limit(1)
+        table = outbox.__table__
+        batch = (
+            select(table.c.position)
+            .where(table.c.published_at.is_(None))
+            .order_by(table.c.position)
+            .limit(batch)
+            .with_for_update(skip_locked=True)
+        )
+        self._claim = (
+            update(table)
+            .where(table.c.position.in_(batch.scalar_subquery()))
+            .values(published_at=bindparam("now", type_=table.c.published_at.type))
+            .returning(table.c.position, table.c.event_id, table.c.name, table.c.envelope)
+        )
 
     def anything_waiting(self) -> bool:
         """A cheap look for unpublished rows, made before claiming a batch: one indexed query
@@ -83,16 +97,15 @@ class Relay:
                 look.close()
 
     def relay_once(self) -> int:
-        """Publish one batch of unpublished rows; return how many were confirmed."""
-        outbox = self.store.outbox
+        """Publish one batch of unpublished rows; return how many were confirmed.
+
+        One statement claims the batch and marks it published (``UPDATE ... WHERE position IN
+        (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING``); the transaction stays open while the
+        broker confirms, the rows it did not confirm are unmarked, then it commits: a row is
+        published-marked only with its confirm, and a failure rolls the whole batch back."""
+        outbox = self.store.outbox.__table__
         with self.store.db.session() as session, session.begin():
-            rows = session.execute(
-                select(outbox.position, outbox.event_id, outbox.name, outbox.envelope)
-                .where(outbox.published_at.is_(None))
-                .order_by(outbox.position)
-                .limit(self.batch)
-                .with_for_update(skip_locked=True)
-            ).all()
+            rows = sorted(session.execute(self._claim, {"now": utcnow()}).all())
             if not rows:
                 return 0
             confirmed = set(
@@ -100,16 +113,15 @@ class Relay:
                     [(row.event_id, row.name, _json_bytes(row.envelope)) for row in rows]
                 )
             )
-            positions = [row.position for row in rows if row.event_id in confirmed]
-            if positions:
+            refused = [row.position for row in rows if row.event_id not in confirmed]
+            if refused:
                 session.execute(
-                    update(outbox)
-                    .where(outbox.position.in_(positions))
-                    .values(published_at=utcnow())
+                    update(outbox).where(outbox.c.position.in_(refused)).values(published_at=None)
                 )
-        self.published += len(positions)
-        metrics.EVENTS_PUBLISHED.labels(self.store.service).inc(len(positions))
-        return len(positions)
+        count = len(rows) - len(refused)
+        self.published += count
+        metrics.EVENTS_PUBLISHED.labels(self.store.service).inc(count)
+        return count
 
     def purge_published(self) -> int:
         outbox = self.store.outbox
@@ -147,7 +159,7 @@ class Relay:
                     )
                     time.sleep(wait)
                     continue
-                if count == 0:
+                if count < self.batch:  # the outbox was emptied: look again after a while
                     self.publisher.idle(self.idle)
         finally:
             self._close_look()

@@ -1,0 +1,76 @@
+"""The relay marks a row published only with its broker confirm: one statement claims and marks
+the batch, what the broker did not confirm is unmarked before the commit, and a failed publish
+rolls the whole batch back."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from shared.bus.publisher import BrokerUnavailable
+from shared.relay import Relay
+from tests.support import Outbox, message_received, probe_store
+
+
+class Broker:
+    """Confirms what ``accept`` says; records every publish."""
+
+    def __init__(self, accept=lambda message_id: True, fail: bool = False) -> None:
+        self.accept, self.fail, self.seen = accept, fail, []
+
+    def publish(self, messages):
+        self.seen.append([message_id for message_id, _, _ in messages])
+        if self.fail:
+            raise BrokerUnavailable("down")
+        return [message_id for message_id, _, _ in messages if self.accept(message_id)]
+
+    def idle(self, seconds):  # pragma: no cover (run() is not called here)
+        pass
+
+    def close(self):
+        pass
+
+
+def outbox_with(store, count: int) -> list[str]:
+    with store.unit_of_work() as uow:
+        ids = [
+            uow.emit("message.received", org="demo", data=message_received(text=f"m{i}").data).id
+            for i in range(count)
+        ]
+        uow.commit()
+    return ids
+
+
+def unpublished(store) -> list[str]:
+    with store.db.session() as session:
+        rows = session.scalars(
+            select(Outbox.event_id).where(Outbox.published_at.is_(None)).order_by(Outbox.position)
+        )
+        return list(rows)
+
+
+def test_rows_the_broker_did_not_confirm_stay_to_publish_again(settings):
+    store = probe_store(settings)
+    ids = outbox_with(store, 5)
+    refused = {ids[1], ids[3]}
+    broker = Broker(accept=lambda message_id: message_id not in refused)
+    relay = Relay(store, broker, batch=10)
+    assert relay.relay_once() == 3
+    assert broker.seen == [ids]  # in the outbox's order
+    assert unpublished(store) == [ids[1], ids[3]]
+    broker.accept = lambda message_id: True
+    assert relay.relay_once() == 2
+    assert unpublished(store) == []
+    assert relay.relay_once() == 0
+
+
+def test_a_failed_publish_leaves_the_whole_batch_to_publish(settings):
+    store = probe_store(settings)
+    ids = outbox_with(store, 3)
+    relay = Relay(store, Broker(fail=True), batch=2)
+    with pytest.raises(BrokerUnavailable):
+        relay.relay_once()
+    assert unpublished(store) == ids
+    relay.publisher = Broker()
+    assert relay.relay_once() == 2  # a batch at a time, oldest first
+    assert unpublished(store) == [ids[2]]
