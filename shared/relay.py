@@ -159,7 +159,7 @@ class Relay:
                     )
                     time.sleep(wait)
                     continue
-                if count < self.batch:  # the outbox was emptied: look again after a while
+                if count == 0:  # rows committed while a batch was out are claimed at once
                     self.publisher.idle(self.idle)
         finally:
             self._close_look()
