@@ -5,6 +5,7 @@ service checks its input with these."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 BAD_STRING_MESSAGE = "Must not contain NUL characters or unpaired surrogates."
@@ -34,6 +35,22 @@ def has_forbidden_chars(value: str) -> bool:
     except UnicodeEncodeError:  # an unpaired surrogate, e.g. from a "\ud800" JSON escape
         return True
     return False
+
+
+# In JSON text decoded from UTF-8, a NUL or an unpaired surrogate can only come from an escape
+# (\u0000, or \uD800 to \uDFFF outside a high-low pair): a raw NUL is refused by the decoder,
+# raw surrogates by UTF-8.
+_HIGH, _LOW = r"\\u[dD][89abAB][0-9a-fA-F]{2}", r"\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+# A low half is paired when a high one comes right before it, itself not after a backslash
+# (which would make it text after an escaped backslash); anything unsure counts as bad.
+_ESCAPED_BAD = re.compile(rf"\\u0000|{_HIGH}(?!{_LOW})|(?<!(?<!\\){_HIGH}){_LOW}")
+
+
+def may_hold_bad_strings(json_text: str) -> bool:
+    """False when the document decoded from this JSON text (itself decoded from UTF-8) surely
+    holds no string ``find_bad_strings`` would report: a search of the text instead of a walk
+    of every string of the document, for the common case."""
+    return _ESCAPED_BAD.search(json_text) is not None
 
 
 def find_bad_strings(document: object, prefix: str = "") -> dict[str, list[str]]:

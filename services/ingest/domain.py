@@ -63,6 +63,7 @@ from shared.text import (
     find_bad_strings,
     has_forbidden_chars,
     loads_json,
+    may_hold_bad_strings,
 )
 
 Shape = Literal["editor", "resthook", "upartners", "legacy_form"]
@@ -259,7 +260,7 @@ def _parse_json(raw_body: bytes, text_result: str | None = None) -> InboundMessa
         raise InvalidWebhook(
             "The body is not a JSON object.", {BODY_FIELD: ["Must be a JSON object."]}
         )
-    bad = find_bad_strings(document)
+    bad = find_bad_strings(document) if may_hold_bad_strings(text) else None
     if bad:
         raise InvalidWebhook("The body contains forbidden characters.", bad)
     shape = detect_shape(document)
