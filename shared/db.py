@@ -76,9 +76,9 @@ class Database:
     def __init__(self, settings: Settings, service: str, *, pre_ping: bool = True) -> None:
         """``pre_ping``: check each connection with a round trip as the pool hands it out, so
         that a request after a database restart does not fail on a dead connection. Workers,
-        relays and the ingest endpoint turn it off (a round trip per batch or per webhook, a
-        tenth of the ingest's database time): they retry what a dead connection failed, and
-        the first such failure has the pool replace all of its connections."""
+        relays and the ingest endpoint turn it off (a round trip per batch or per webhook):
+        they retry what a dead connection failed, and the first such failure has the pool
+        replace all of its connections."""
         self.service = service
         self.schema = f"{settings.namespace}_{service}"
         if settings.database_url:

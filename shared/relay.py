@@ -73,8 +73,8 @@ class Relay:
 
     def anything_waiting(self) -> bool:
         """A cheap look for unpublished rows, made before claiming a batch: one indexed query
-        on a connection held open in autocommit, where a claim costs a pool checkout (with its
-        ping), BEGIN, the locking SELECT and COMMIT. An idle relay looks every ``idle`` seconds,
+        on a connection held open in autocommit, where a claim costs a pool checkout, BEGIN,
+        the claiming UPDATE and COMMIT. An idle relay looks every ``idle`` seconds,
         so this is most of what it does. (On SQLite, the embedded default, every transaction
         takes the write lock: there the relay claims a batch each time.)"""
         if not self.store.db.is_postgres:
