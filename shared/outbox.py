@@ -25,7 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
-from shared.db import JSONType, UTCDateTime, created_at
+from shared.db import JSONType, UTCDateTime, created_at, insert_statement
 
 if TYPE_CHECKING:
     from shared.db import Database
@@ -92,17 +92,17 @@ def insert_with_event(
     when it met a connection the database had closed (``shared.db.once_more_if_disconnected``).
     On SQLite, a transaction.
     """
-    params = {**row, **{f"event_{k}": v for k, v in outbox_row(event).items()}}
     if not db.is_postgres:
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
         with db.engine.begin() as conn:
-            statement = sqlite_insert(table).on_conflict_do_nothing(index_elements=list(unique))
+            statement = insert_statement(conn, table).on_conflict_do_nothing(
+                index_elements=list(unique)
+            )
             if conn.execute(statement.returning(text("1")), row).first() is None:
                 return False
             conn.execute(insert(outbox.__table__), outbox_row(event))
         return True
     statement = _insert_with_event_statement(table, tuple(row), tuple(unique), outbox.__table__)
+    params = {**row, **{f"event_{k}": v for k, v in outbox_row(event).items()}}
     with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         return conn.execute(statement, params).first() is not None
 

@@ -57,7 +57,7 @@ class Relay:
         outbox = store.outbox
         self._waiting = select(outbox.position).where(outbox.published_at.is_(None)).limit(1)
         table = outbox.__table__
-        batch = (
+        oldest = (
             select(table.c.position)
             .where(table.c.published_at.is_(None))
             .order_by(table.c.position)
@@ -66,7 +66,7 @@ class Relay:
         )
         self._claim = (
             update(table)
-            .where(table.c.position.in_(batch.scalar_subquery()))
+            .where(table.c.position.in_(oldest.scalar_subquery()))
             .values(published_at=bindparam("now", type_=table.c.published_at.type))
             .returning(table.c.position, table.c.event_id, table.c.name, table.c.envelope)
         )

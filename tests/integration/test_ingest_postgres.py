@@ -15,10 +15,11 @@ from services.ingest.models import Message, Outbox
 from shared.bus.connection import declare_topology, kombu_queues
 from shared.bus.publisher import ConfirmingPublisher
 from shared.bus.topology import QueueSpec
-from shared.events import MESSAGE_RECEIVED, new_event, read_event
+from shared.events import MESSAGE_RECEIVED, read_event
 from shared.outbox import insert_with_event
 from shared.relay import Relay
 from tests.ingest_helpers import ORG, counts, fixture, make_ingest
+from tests.support import message_received
 
 pytestmark = pytest.mark.integration
 
@@ -86,7 +87,7 @@ def test_the_message_is_not_kept_when_its_event_cannot_be_written(ingest):
     """Both or neither: an outbox row that fails (here a repeated event id) takes the
     message's INSERT with it."""
     _, store, _ = ingest
-    event = new_event(MESSAGE_RECEIVED, org=ORG, producer="ingest", data=received_data("m-1"))
+    event = message_received(org=ORG)
     row = message_row("m-1", "key-1")
     table, unique = Message.__table__, ("org", "idempotency_key")
     assert insert_with_event(store.db, table, row, unique=unique, outbox=Outbox, event=event)
@@ -115,27 +116,6 @@ def message_row(message_id: str, key: str) -> dict:
         "text": "hello",
         "simulation": False,
         "received_at": datetime.now(UTC),
-    }
-
-
-def received_data(message_id: str) -> dict:
-    return {
-        "message_id": message_id,
-        "contact_uuid": "c-1",
-        "contact_groups": [],
-        "contact_fields": {},
-        "language": None,
-        "flow_uuid": "f-1",
-        "flow_name": "Flow",
-        "node_uuid": None,
-        "run_uuid": None,
-        "external_id": None,
-        "text": "hello",
-        "attachments": [],
-        "channel": None,
-        "received_at": datetime.now(UTC).isoformat(),
-        "sent_on": None,
-        "simulation": False,
     }
 
 
