@@ -23,6 +23,12 @@ from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# An idle relay runs pika's I/O loop (heartbeats; a connection the broker closed is noticed) for
+# one of its sleeps per this many seconds, and simply sleeps otherwise: each start and stop of
+# the loop costs about 0.3 ms of CPU (a new epoll, a wake-up through a socket pair), 20 times a
+# second per relay. RabbitMQ drops a connection only after two missed heartbeats (60 s each).
+IO_EVERY = 1.0
+
 
 class BrokerUnavailable(Exception):
     """The broker cannot be reached or dropped the connection."""
@@ -54,6 +60,7 @@ class ConfirmingPublisher:
         self._pending: dict[int, str] = {}
         self._confirmed: list[str] = []
         self._next_tag = 0
+        self._next_io = 0.0  # when ``idle`` runs the I/O loop next (time.monotonic())
         self._feed: Iterable[tuple[str, str, bytes]] = iter(())
 
     # connection lifecycle
@@ -184,8 +191,12 @@ class ConfirmingPublisher:
         self._wake()
 
     def idle(self, seconds: float) -> None:
-        """Sleep while still answering heartbeats."""
-        if self._connection is not None and self._ready:
+        """Sleep; at least once every ``IO_EVERY`` seconds, with the I/O loop running meanwhile
+        so that heartbeats are answered and a closed connection is noticed (``publish`` runs
+        it too, and opens a new connection if it finds this one failed)."""
+        now = time.monotonic()
+        if self._connection is not None and self._ready and now >= self._next_io:
+            self._next_io = now + IO_EVERY
             self._run_until(lambda: self._failed is not None, seconds)
         else:
             time.sleep(seconds)

@@ -137,6 +137,34 @@ def test_an_idle_relay_only_looks_and_claims_once_rows_wait(pg_settings, store):
     assert sorted(drain(pg_settings, len(ids))) == sorted(ids)
 
 
+def test_an_idle_publisher_keeps_its_connection_past_heartbeats_yet_rarely_runs_its_loop(
+    pg_settings, store
+):
+    """Idle, the publisher mostly sleeps (its I/O loop runs once a second, not at every look),
+    and that is enough for heartbeats: with a 1 s heartbeat (RabbitMQ drops a connection after
+    two missed ones), 6 s of idling later the same connection publishes."""
+    publisher = ConfirmingPublisher(pg_settings)
+    publisher._params.heartbeat = 1
+    emit(store, 1)
+    relay = Relay(store, publisher, idle=0.01)
+    assert relay.relay_once() == 1  # the connection is open
+    connection = publisher._connection
+    loops = []
+    run_until = publisher._run_until
+    publisher._run_until = lambda *args: loops.append(1) or run_until(*args)
+    started = time.monotonic()
+    while time.monotonic() - started < 6:
+        publisher.idle(0.01)
+    assert 4 <= len(loops) <= 8  # about once a second, not ~400 times
+    publisher._run_until = run_until
+    ids = emit(store, 5)
+    assert relay.relay_once() == 5
+    assert publisher._connection is connection and connection.is_open
+    drained = drain(pg_settings, 6)
+    assert set(ids) <= set(drained) and len(drained) == 6
+    publisher.close()
+
+
 def test_a_relay_whose_looking_connection_dies_opens_another(pg_settings, store):
     relay = Relay(store, ConfirmingPublisher(pg_settings), idle=0.01)
     with running(relay):
