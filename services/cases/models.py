@@ -245,6 +245,13 @@ class Message(Base):
         Index("ix_messages_folder", "org", "archived", "received_at", "id"),
         Index("ix_messages_flagged", "org", "received_at", "id", **_where("flagged")),
         Index("ix_messages_contact", "contact_id", "received_at"),
+        # The text search's trigrams (PostgreSQL's pg_trgm; migration 0010). Not on SQLite.
+        Index(
+            "ix_messages_text_trgm",
+            "text",
+            postgresql_using="gin",
+            postgresql_ops={"text": "gin_trgm_ops"},
+        ).ddl_if(dialect="postgresql"),
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)

@@ -9,9 +9,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from kombu import Connection
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
-from services.cases.models import Case
+from services.cases.handlers.access import authenticate
+from services.cases.handlers.inbox import message_conditions
+from services.cases.models import Case, Message
 from services.cases.worker import subscriptions
 from shared import events as ev
 from shared.bus.connection import declare_topology, kombu_queues
@@ -26,6 +28,12 @@ from tests.cases_helpers import CasesWorld, ids, message_labeled, message_receiv
 from tests.unit.test_cases_cases import (  # noqa: F401 (a fixture and a test, collected here)
     helpline,
     test_notifications_never_outlive_access_to_the_case,
+)
+
+# The inbox filters on PostgreSQL, where the text search may read the trigram index.
+from tests.unit.test_cases_inbox import (  # noqa: F401 (a fixture and a test, collected here)
+    test_filters,
+    two_partners,
 )
 
 pytestmark = pytest.mark.integration
@@ -170,3 +178,18 @@ def test_concurrent_opens_make_one_case(world):
     with world.store.db.session() as session:
         assert session.scalar(select(func.count()).select_from(Case)) == 1
     assert len(world.events(ev.CASE_OPENED)) == 1
+
+
+def test_a_text_search_can_read_the_trigram_index(world):
+    """The search's condition (text ILIKE '%...%') is one the trigram index serves: with the
+    table's scan ruled out, the plan of that condition reads ix_messages_text_trgm. (On a few
+    rows PostgreSQL rightly scans; over 100,000 a rare word's search reads the index and the
+    common word's the folder index, bench/cases.py.)"""
+    actor = authenticate(world.store, world.admin.token)
+    with world.store.db.session() as session, session.begin():
+        *_, search = message_conditions(session, actor, text="Escola 100%")
+        query = select(Message.id).where(search)
+        compiled = query.compile(session.get_bind(), compile_kwargs={"literal_binds": True})
+        session.execute(text("SET LOCAL enable_seqscan = off"))
+        plan = "\n".join(session.scalars(text(f"EXPLAIN {compiled}")))
+    assert "ix_messages_text_trgm" in plan, plan
