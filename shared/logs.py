@@ -94,9 +94,11 @@ _URN = re.compile(
     r"(?!//)[^\s\"'<>,;()\[\]{}]+",
     re.IGNORECASE,
 )
-# Kept as they are (they would otherwise look like phone numbers): UUIDs, ISO dates and times.
+# Kept as they are (they would otherwise look like phone numbers): UUIDs, ISO dates and times,
+# IPv4 addresses with their port (gunicorn's "Listening at: http://127.0.0.1:8000 (5313)").
 _KEEP = (
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+    r"|(?<![\w.])\d{1,3}(?:\.\d{1,3}){3}:\d{1,5}(?![\w.])"
     r"|\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?"
 )
 _PHONE = r"(?<![\w.+-])\+?\d[\d ()-]{6,}\d(?!\d)"

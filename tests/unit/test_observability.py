@@ -127,6 +127,7 @@ def test_the_text_format_is_one_readable_line(capsys):
         ('{"Authorization": "Bearer abcdefghij456"}', "abcdefghij456"),
         ("sent with Bearer abcdefghij789", "abcdefghij789"),
         ("postgresql+psycopg://app:hunter2@db:5432/x", "hunter2"),
+        ("from 10.0.0.12:5432 number 5511987654321", "5511987654321"),
     ],
 )
 def test_redaction_scrubs_urns_phones_and_credentials(text, gone):
@@ -143,6 +144,7 @@ def test_redaction_scrubs_urns_phones_and_credentials(text, gone):
         "took 0.123456789s, port 5432, 3 of 10",
         'File "x.py", line 120, in handle',
         "hotel:5 and relay ingest: idle",
+        "Listening at: http://127.0.0.1:24694,http://0.0.0.0:24704 (5313)",
     ],
 )
 def test_redaction_keeps_ids_timestamps_and_ordinary_text(text):
