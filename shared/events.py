@@ -278,6 +278,16 @@ SCHEMAS: dict[str, type[_Data]] = {
 }
 
 
+def may_mirror_labels(labeled: Mapping[str, Any]) -> bool:
+    """Whether flowbridge may mirror a message.labeled's labels on the flow engine: not a
+    simulation, the engine's message uuid known, a label synced with the engine among them."""
+    return (
+        not labeled.get("simulation")
+        and bool(labeled.get("external_id"))
+        and bool(labeled.get("synced"))
+    )
+
+
 # --- the envelope ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Envelope:

@@ -21,6 +21,7 @@ from sqlalchemy import exc as sa_exc
 
 from shared import metrics
 from shared.backoff import backoff
+from shared.bus.topology import routing_key
 from shared.db import utcnow
 from shared.uow import ServiceStore
 
@@ -110,7 +111,14 @@ class Relay:
                 return 0
             confirmed = set(
                 self.publisher.publish(
-                    [(row.event_id, row.name, _json_bytes(row.envelope)) for row in rows]
+                    [
+                        (
+                            row.event_id,
+                            routing_key(row.name, row.envelope["data"]),
+                            _json_bytes(row.envelope),
+                        )
+                        for row in rows
+                    ]
                 )
             )
             refused = [row.position for row in rows if row.event_id not in confirmed]

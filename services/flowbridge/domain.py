@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from shared import events as ev
+
 # Why a contact was not (fully) suspended or restored: the ``reason`` of contact.suspended,
 # contact.restored and outgoing.failed, and the error of a skipped or failed side effect.
 NOT_CONNECTED = "not_connected"  # the org has no flow engine connection
@@ -26,8 +28,10 @@ def contact_inactive(status: str) -> str:
 
 def no_labels_to_mirror(labeled: Mapping[str, Any]) -> bool:
     """A message.labeled that no org setting can mirror: a simulation, a message the flow engine
-    gave no uuid, or no label synced with the engine among its labels."""
-    return bool(labeled["simulation"]) or not labeled["external_id"] or not labeled["synced"]
+    gave no uuid, or no label synced with the engine among its labels. Such events are published
+    under a routing key this queue does not bind (shared/bus/topology.py); this catches those
+    that still come (a binding of an earlier version, a dead letter replayed)."""
+    return not ev.may_mirror_labels(labeled)
 
 
 def no_messages_to_mirror(changed: Mapping[str, Any]) -> bool:

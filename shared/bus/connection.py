@@ -24,7 +24,7 @@ def kombu_queues(settings: Settings, spec: QueueSpec) -> tuple[Queue, Queue]:
     name = spec.name(namespace)
     main = Queue(
         name,
-        bindings=[binding(events, routing_key=event) for event in spec.events],
+        bindings=[binding(events, routing_key=key) for key in spec.bindings],
         durable=True,
         queue_arguments=topology.queue_arguments(namespace, spec, settings.delivery_limit),
     )
@@ -48,9 +48,12 @@ def declare_topology(
 ) -> None:
     """Declare exchanges, queues, bindings and DLQs; idempotent."""
     channel = channel or connection.default_channel
+    exchange = topology.exchange_name(settings.namespace)
     for spec in specs:
         for queue in kombu_queues(settings, spec):
             queue(channel).declare()
+        for key in spec.retired:  # removing a binding that is not there is no error
+            channel.queue_unbind(spec.name(settings.namespace), exchange, key)
 
 
 def delete_topology(settings: Settings, specs: Iterable[QueueSpec] = topology.QUEUES) -> None:

@@ -6,9 +6,24 @@ same queues.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from shared import events as ev
+
+# Events go out under their name as routing key, but one: a message.labeled carrying a label
+# synced with the flow engine (``ev.may_mirror_labels``) goes out as message.labeled.synced, the
+# only one flowbridge's mirror queue binds. Most labelled messages carry no synced label, and each
+# was a quorum-queue delivery, a read and an ack for nothing there (bench/pipeline.py).
+MESSAGE_LABELED_SYNCED = f"{ev.MESSAGE_LABELED}.synced"
+
+
+def routing_key(name: str, data: Mapping[str, Any]) -> str:
+    """The routing key an event of this name and data is published under."""
+    if name == ev.MESSAGE_LABELED and ev.may_mirror_labels(data):
+        return MESSAGE_LABELED_SYNCED
+    return name
 
 
 @dataclass(frozen=True)
@@ -18,6 +33,14 @@ class QueueSpec:
     service: str
     purpose: str
     events: tuple[str, ...]
+    # The routing keys bound (none: the events' names), and those earlier versions bound that
+    # the declaration removes (RabbitMQ keeps a binding until it is removed).
+    keys: tuple[str, ...] = ()
+    retired: tuple[str, ...] = ()
+
+    @property
+    def bindings(self) -> tuple[str, ...]:
+        return self.keys or self.events
 
     @property
     def consumer(self) -> str:
@@ -33,7 +56,12 @@ LABEL_EVENTS = (ev.LABEL_CREATED, ev.LABEL_UPDATED, ev.LABEL_DELETED)
 LABELER_MESSAGES = QueueSpec("labeler", "messages", (ev.MESSAGE_RECEIVED,))
 LABELER_LABELS = QueueSpec("labeler", "labels", LABEL_EVENTS)
 
-CASES_MESSAGES = QueueSpec("cases", "messages", (ev.MESSAGE_RECEIVED, ev.MESSAGE_LABELED))
+CASES_MESSAGES = QueueSpec(
+    "cases",
+    "messages",
+    (ev.MESSAGE_RECEIVED, ev.MESSAGE_LABELED),
+    keys=(ev.MESSAGE_RECEIVED, ev.MESSAGE_LABELED, MESSAGE_LABELED_SYNCED),
+)
 CASES_DELIVERY = QueueSpec(
     "cases",
     "flowbridge",
@@ -54,7 +82,11 @@ FLOWBRIDGE_CASES = QueueSpec(
 )
 FLOWBRIDGE_OUTGOING = QueueSpec("flowbridge", "outgoing", (ev.OUTGOING_REQUESTED,))
 FLOWBRIDGE_MIRROR = QueueSpec(
-    "flowbridge", "mirror", (ev.MESSAGE_LABELED, ev.MESSAGE_ARCHIVED, ev.MESSAGE_RESTORED)
+    "flowbridge",
+    "mirror",
+    (ev.MESSAGE_LABELED, ev.MESSAGE_ARCHIVED, ev.MESSAGE_RESTORED),
+    keys=(MESSAGE_LABELED_SYNCED, ev.MESSAGE_ARCHIVED, ev.MESSAGE_RESTORED),
+    retired=(ev.MESSAGE_LABELED,),  # every message.labeled, before 2026-12
 )
 FLOWBRIDGE_ORGS = QueueSpec("flowbridge", "orgs", (ev.ORG_UPDATED, *LABEL_EVENTS))
 
@@ -95,6 +127,6 @@ def queue_arguments(namespace: str, queue: QueueSpec, delivery_limit: int) -> di
     }
 
 
-def routes(routing_key: str, queues: tuple[QueueSpec, ...] = QUEUES) -> list[QueueSpec]:
-    """The queues an event reaches. Bindings are exact event names (no wildcards)."""
-    return [queue for queue in queues if routing_key in queue.events]
+def routes(key: str, queues: tuple[QueueSpec, ...] = QUEUES) -> list[QueueSpec]:
+    """The queues a routing key reaches. Bindings are exact keys (no wildcards)."""
+    return [queue for queue in queues if key in queue.bindings]

@@ -14,6 +14,7 @@ from shared import events as ev
 from shared.bus.connection import declare_topology, kombu_queues
 from shared.bus.consumer import AmqpWorker
 from shared.bus.publisher import ConfirmingPublisher
+from shared.bus import topology
 from shared.bus.topology import QueueSpec
 from shared.events import read_event
 from shared.relay import Relay
@@ -21,7 +22,13 @@ from tests.labeler_helpers import keywords, label_deleted, label_event, message_
 
 pytestmark = pytest.mark.integration
 
-WATCH = QueueSpec("watch", "labeled", (ev.MESSAGE_LABELED,))
+# Every message.labeled, as cases binds them: with a synced label it goes out under its own key.
+WATCH = QueueSpec(
+    "watch",
+    "labeled",
+    (ev.MESSAGE_LABELED,),
+    keys=(ev.MESSAGE_LABELED, topology.MESSAGE_LABELED_SYNCED),
+)
 
 
 @pytest.fixture

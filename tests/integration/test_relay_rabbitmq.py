@@ -4,6 +4,7 @@ after the broker comes back."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import subprocess
 import threading
 import time
@@ -12,6 +13,7 @@ import pytest
 from kombu import Connection
 from sqlalchemy import func, select, text
 
+from shared import events as ev
 from shared.bus import topology
 from shared.bus.connection import kombu_queues
 from shared.bus.publisher import ConfirmingPublisher
@@ -213,3 +215,53 @@ def test_events_accepted_while_the_broker_is_stopped_are_published_after_it_retu
         rabbitmqctl("start_app")
         relay.should_stop = True
         thread.join(timeout=30)
+
+
+def test_declaring_the_topology_removes_the_mirror_binding_of_every_labelled_message(
+    pg_settings,
+):
+    """A broker set up by an earlier version bound flowbridge's mirror queue to every
+    message.labeled; declaring today's topology removes that binding, so only the events
+    published as message.labeled.synced reach it (cases still gets both kinds)."""
+    from shared.bus.connection import declare_topology, delete_topology
+
+    earlier = dataclasses.replace(topology.FLOWBRIDGE_MIRROR, keys=(), retired=())
+    assert ev.MESSAGE_LABELED in earlier.bindings
+    try:
+        with Connection(pg_settings.broker_url) as conn:
+            declare_topology(conn, pg_settings, [earlier])
+            declare_topology(conn, pg_settings)
+        plain, synced = message_received("plain"), message_received("synced")
+        publisher = ConfirmingPublisher(pg_settings)
+        confirmed = publisher.publish(
+            [
+                (plain.id, ev.MESSAGE_LABELED, plain.body()),
+                (synced.id, topology.MESSAGE_LABELED_SYNCED, synced.body()),
+            ]
+        )
+        publisher.close()
+        assert sorted(confirmed) == sorted([plain.id, synced.id])
+        assert queue_ids(pg_settings, topology.FLOWBRIDGE_MIRROR) == [synced.id]
+        assert sorted(queue_ids(pg_settings, topology.CASES_MESSAGES)) == sorted(
+            [plain.id, synced.id]
+        )
+    finally:
+        delete_topology(pg_settings)
+
+
+def queue_ids(settings, spec) -> list[str]:
+    """The message ids waiting in a queue (taken off it)."""
+    main, _ = kombu_queues(settings, spec)
+    found = []
+    with Connection(settings.broker_url) as conn:
+        queue = main(conn.default_channel)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            message = queue.get(no_ack=True, accept=["json"])
+            if message is None:
+                if found:
+                    break
+                time.sleep(0.05)
+                continue
+            found.append(message.properties["message_id"])
+    return found
