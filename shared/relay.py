@@ -114,7 +114,7 @@ class Relay:
                     [
                         (
                             row.event_id,
-                            routing_key(row.name, row.envelope["data"]),
+                            routing_key(row.name, row.envelope.get("data")),
                             _json_bytes(row.envelope),
                         )
                         for row in rows

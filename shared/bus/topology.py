@@ -19,9 +19,10 @@ from shared import events as ev
 MESSAGE_LABELED_SYNCED = f"{ev.MESSAGE_LABELED}.synced"
 
 
-def routing_key(name: str, data: Mapping[str, Any]) -> str:
-    """The routing key an event of this name and data is published under."""
-    if name == ev.MESSAGE_LABELED and ev.may_mirror_labels(data):
+def routing_key(name: str, data: Mapping[str, Any] | None) -> str:
+    """The routing key an event of this name and data is published under (data that is not an
+    object goes out under the name: its consumers dead-letter it)."""
+    if name == ev.MESSAGE_LABELED and isinstance(data, Mapping) and ev.may_mirror_labels(data):
         return MESSAGE_LABELED_SYNCED
     return name
 

@@ -54,6 +54,12 @@ def test_other_events_go_out_under_their_name():
         assert routing_key(name, {"synced": [LABEL], "external_id": "x"}) == name
 
 
+@pytest.mark.parametrize("data", [None, [], "text", {}])
+def test_a_labelled_event_without_its_data_goes_out_under_its_name(data):
+    """The relay publishes whatever its outbox holds; a consumer dead-letters what is broken."""
+    assert routing_key(ev.MESSAGE_LABELED, data) == ev.MESSAGE_LABELED
+
+
 def test_every_event_a_queue_handles_reaches_it_under_some_key():
     """No queue lists an event that no routing key brings it (a binding forgotten)."""
     keys = {name for spec in topology.QUEUES for name in spec.events}
