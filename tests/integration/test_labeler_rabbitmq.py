@@ -11,10 +11,10 @@ from kombu import Connection
 from services.labeler.models import MIGRATIONS, open_store
 from services.labeler.worker import subscriptions
 from shared import events as ev
+from shared.bus import topology
 from shared.bus.connection import declare_topology, kombu_queues
 from shared.bus.consumer import AmqpWorker
 from shared.bus.publisher import ConfirmingPublisher
-from shared.bus import topology
 from shared.bus.topology import QueueSpec
 from shared.events import read_event
 from shared.relay import Relay
