@@ -120,9 +120,9 @@ def bare_endpoint(
     return process
 
 
-def durable_rate(settings, env: dict[str, str], logs: Path, headers: dict, count: int):
-    """The durable anchor (bench/durable_app.py: the raw body inserted and committed before the
-    answer) driven like the bare one; its schema goes with the namespace (drop_namespace)."""
+def create_durable_table(settings) -> None:
+    """The durable anchor's table (bench/durable_app.py); its schema goes with the namespace
+    (drop_namespace)."""
     import psycopg
 
     from bench.durable_app import SCHEMA_SUFFIX, table
@@ -133,6 +133,12 @@ def durable_rate(settings, env: dict[str, str], logs: Path, headers: dict, count
         conn.execute(
             f"CREATE TABLE {table(settings.namespace)} (id bigserial PRIMARY KEY, body bytea)"
         )
+
+
+def durable_rate(settings, env: dict[str, str], logs: Path, headers: dict, count: int):
+    """The durable anchor (bench/durable_app.py: the raw body inserted and committed before the
+    answer) driven like the bare one."""
+    create_durable_table(settings)
     port = free_port()
     process = bare_endpoint(port, env, logs / "durable-flask.log", "bench.durable_app:create_app()")
     try:
