@@ -9,11 +9,14 @@ that floor, and how much is ingest's own work. Each server runs alone, on Postgr
 webhooks sent open loop from a separate process; CPU from /proc (gunicorn's master and workers).
 
     .venv/bin/python bench/web_cpu.py [--rate 100] [--seconds 15] [--rounds 2]
+
+``UPARTNERS_WEB_WORKERS`` and ``UPARTNERS_WEB_THREADS`` in the environment apply to all three.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -84,6 +87,7 @@ def main() -> int:
     )
     logs = Path(tempfile.mkdtemp(prefix="upartners-web-cpu-"))
     env = Stack(settings, registry.NAMES, registry.WORKERS, log_dir=logs).environment()
+    env.update({k: v for k, v in os.environ.items() if k.startswith("UPARTNERS_WEB_")})
     store = None
     try:
         pipeline.create_durable_table(settings)
