@@ -199,9 +199,23 @@ def run_migrations(context: Any, metadata: Any) -> None:
 def insert_statement(executor: Session | Connection, model: Any) -> Any:
     """The dialect's INSERT, which offers ``on_conflict_do_nothing`` on PostgreSQL and SQLite
     (``executor``: a session or a connection)."""
+    return dialect_insert(dialect_name(executor))(model)
+
+
+def dialect_name(executor: Session | Connection) -> str:
     bind = executor.get_bind() if isinstance(executor, Session) else executor
-    if bind.dialect.name == "postgresql":
+    return bind.dialect.name
+
+
+def dialect_insert(dialect: str) -> Callable[[Any], Any]:
+    """The INSERT construct of a dialect by name (``postgresql`` or ``sqlite``).
+
+    A statement run often is best built once per dialect (``functools.cache`` on a function of
+    the name) with its rows passed as parameters: SQLAlchemy then finds its compiled form in its
+    cache, where a statement built anew, above all with ``.values([...])`` rows, is compiled
+    again at every call (bench: 2 of the cases worker's 12 ms per batch)."""
+    if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
-    return insert(model)
+    return insert

@@ -6,14 +6,15 @@ events the change causes, and ``uow.commit()``: state, outbox rows and inbox row
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
-from shared.db import Database, insert_statement, utcnow
+from shared.db import Database, dialect_insert, dialect_name, utcnow
 from shared.events import Envelope, new_event
 from shared.inbox import InboxMixin
 from shared.outbox import OutboxMixin, outbox_row
@@ -124,12 +125,7 @@ class UnitOfWork:
         Only for handlers that never commit before the end (a batch's: a rollback must undo
         the whole batch): the rows would be committed with their first step.
         """
-        inbox = self._inbox().__table__
-        statement = (
-            insert_statement(self.session, inbox)
-            .on_conflict_do_nothing(index_elements=["consumer", "event_id"])
-            .returning(inbox.c.event_id)
-        )
+        statement = _claim_statement(dialect_name(self.session), self._inbox().__table__)
         now = utcnow()
         rows = [
             {"consumer": consumer, "event_id": event_id, "processed_at": now}
@@ -162,3 +158,13 @@ class UnitOfWork:
         if self.store.inbox is None:
             raise RuntimeError(f"{self.store.service} consumes no events: it has no inbox")
         return self.store.inbox
+
+
+@functools.cache
+def _claim_statement(dialect: str, inbox: Table) -> Any:
+    """Built once per dialect and inbox table (shared.db.dialect_insert)."""
+    return (
+        dialect_insert(dialect)(inbox)
+        .on_conflict_do_nothing(index_elements=["consumer", "event_id"])
+        .returning(inbox.c.event_id)
+    )

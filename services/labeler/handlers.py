@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Mapping
@@ -16,7 +17,7 @@ from sqlalchemy.orm import Session
 from services.labeler.models import Label, Message, OrgLabels
 from shared import rules
 from shared.bus.dispatch import PermanentError
-from shared.db import insert_statement, utcnow
+from shared.db import dialect_insert, dialect_name, insert_statement, utcnow
 from shared.events import MESSAGE_LABELED, Envelope
 from shared.uow import ServiceStore, UnitOfWork
 
@@ -174,13 +175,16 @@ def _write_messages(session: Session, rows: list[dict[str, Any]]) -> None:
     """A transaction's labelled messages in one upsert. A message is labelled once (the inbox
     sees to that); should ingest ever send the same message under a new event id, the newest
     labelling wins."""
-    upsert = insert_statement(session, Message.__table__)
-    session.execute(
-        upsert.on_conflict_do_update(
-            index_elements=["id"],
-            set_={"labels": upsert.excluded.labels, "labeled_at": upsert.excluded.labeled_at},
-        ),
-        rows,
+    session.execute(_messages_upsert(dialect_name(session)), rows)
+
+
+@functools.cache
+def _messages_upsert(dialect: str) -> Any:
+    """Built once per dialect (shared.db.dialect_insert): building it cost more than running it."""
+    upsert = dialect_insert(dialect)(Message.__table__)
+    return upsert.on_conflict_do_update(
+        index_elements=["id"],
+        set_={"labels": upsert.excluded.labels, "labeled_at": upsert.excluded.labeled_at},
     )
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Any
 
@@ -22,7 +23,7 @@ from services.cases.models import (
 )
 from services.cases.views import ContactView
 from shared import events as ev
-from shared.db import insert_statement, new_id, utcnow
+from shared.db import dialect_insert, dialect_name, insert_statement, new_id, utcnow
 from shared.events import Envelope
 
 
@@ -116,10 +117,15 @@ def insert_contacts_committed(
     transaction; answers the uuids of the contacts it inserted."""
     if not new:
         return set()
+    statement = _contacts_insert(dialect_name(connection))
+    return set(connection.execute(statement, _new_contact_rows(org, new)).scalars())
+
+
+@functools.cache
+def _contacts_insert(dialect: str) -> Any:
+    """Built once per dialect, its rows passed as parameters (shared.db.dialect_insert)."""
     table = Contact.__table__
-    statement = insert_statement(connection, table).values(_new_contact_rows(org, new))
-    statement = statement.on_conflict_do_nothing().returning(table.c.uuid)
-    return set(connection.execute(statement).scalars())
+    return dialect_insert(dialect)(table).on_conflict_do_nothing().returning(table.c.uuid)
 
 
 def _new_contact_rows(org: Org, new: dict[str, list[Envelope]]) -> list[dict[str, Any]]:

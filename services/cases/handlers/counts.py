@@ -25,6 +25,7 @@ locks only from that statement to the commit.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,7 +43,7 @@ from services.cases.domain import (
     label_set_hash,
 )
 from services.cases.models import Message, MessageLabel, MessageSetCount, Org
-from shared.db import insert_statement
+from shared.db import dialect_insert, dialect_name
 from shared.uow import ServiceStore
 
 _COUNTED = ("received_at", "archived", "flagged", "simulation")
@@ -261,12 +262,17 @@ def apply_deltas(session: Session, rows: list[tuple[str, CountKey, int]]) -> Non
     values.sort(
         key=lambda v: (v["org"], v["label_hash"], v["archived"], v["flagged"], v["simulation"])
     )
-    statement = insert_statement(session, MessageSetCount).values(values)
-    session.execute(
-        statement.on_conflict_do_update(
-            index_elements=list(_PRIMARY_KEY),
-            set_={"n": MessageSetCount.n + statement.excluded.n},
-        )
+    session.execute(_counts_upsert(dialect_name(session)), values)
+
+
+@functools.cache
+def _counts_upsert(dialect: str) -> Any:
+    """Built once per dialect, its rows passed as parameters (shared.db.dialect_insert): built
+    with ``.values(rows)`` it was compiled again at every commit."""
+    table = MessageSetCount.__table__
+    statement = dialect_insert(dialect)(table)
+    return statement.on_conflict_do_update(
+        index_elements=list(_PRIMARY_KEY), set_={"n": table.c.n + statement.excluded.n}
     )
 
 
