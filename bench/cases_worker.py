@@ -1,0 +1,101 @@
+"""CPU of the cases worker per batch, in one process on PostgreSQL: the batches a worker gets at
+a trickle (bench/pipeline.py at 100 webhooks/s: a few message.received of new contacts, then,
+in another batch, the labeler's message.labeled of the same messages), handled as the worker
+handles them (``dispatch_batch`` of the messages subscription), without RabbitMQ.
+
+The pipeline's CPU per message varies by a millisecond from one run to the next; this says what
+a change to the cases worker's own work does, in runs a minute apart. It counts this process's
+CPU only (PostgreSQL's is not in it).
+
+    .venv/bin/python bench/cases_worker.py [--batch 5] [--pairs 1000] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import random
+import sys
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.ingest import DATABASE_URL  # noqa: E402
+
+WORDS = [
+    "ajuda",
+    "escola",
+    "medo",
+    "casa",
+    "violência",
+    "saúde",
+    "bullying",
+    "família",
+    "dinheiro",
+    "trabalho",
+    "comida",
+    "preciso",
+    "falar",
+    "alguém",
+    "hoje",
+    "ontem",
+]
+WARM_UP = 20  # pairs of batches, not measured
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=5, help="messages per batch")
+    parser.add_argument("--pairs", type=int, default=1000, help="pairs of batches measured")
+    parser.add_argument("--profile", action="store_true", help="then a cProfile of CPU time")
+    args = parser.parse_args()
+    from services.stack import drop_namespace
+    from shared.bus.dispatch import dispatch_batch
+    from shared.settings import Settings
+    from tests.cases_helpers import CasesWorld, message_labeled, message_received
+
+    settings = Settings(database_url=DATABASE_URL, namespace=f"bench{uuid.uuid4().hex[:6]}")
+    world = CasesWorld(settings)
+    try:
+        label = world.label()
+        subscription = world.subscriptions["messages"]
+        rng = random.Random(1)
+        batches = []
+        for _ in range(WARM_UP + args.pairs * (2 if args.profile else 1)):
+            received = [
+                message_received(text=" ".join(rng.choices(WORDS, k=rng.randint(3, 15))))
+                for _ in range(args.batch)
+            ]
+            batches.append([e.body() for e in received])
+            batches.append([message_labeled(e, [label]).body() for e in received])
+        for bodies in batches[: 2 * WARM_UP]:
+            dispatch_batch(subscription, bodies)
+        measured = batches[2 * WARM_UP : 2 * (WARM_UP + args.pairs)]
+        started = time.process_time()
+        for bodies in measured:
+            dispatch_batch(subscription, bodies)
+        used = time.process_time() - started
+        print(
+            f"cases worker, batches of {args.batch} message.received then {args.batch} "
+            f"message.labeled, {args.pairs} pairs: {1000 * used / len(measured):.2f} ms of CPU "
+            f"per batch, {1000 * used / (args.pairs * args.batch):.2f} ms per message"
+        )
+        if args.profile:
+            profile = cProfile.Profile(time.process_time)
+            profile.enable()
+            for bodies in batches[2 * (WARM_UP + args.pairs) :]:
+                dispatch_batch(subscription, bodies)
+            profile.disable()
+            pstats.Stats(profile).sort_stats("cumulative").print_stats(40)
+    finally:
+        world.close()
+        drop_namespace(settings)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
