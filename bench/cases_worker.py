@@ -24,26 +24,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.cases import WORDS  # noqa: E402 (the inbox benchmark's words)
 from bench.ingest import DATABASE_URL  # noqa: E402
 
-WORDS = [
-    "ajuda",
-    "escola",
-    "medo",
-    "casa",
-    "violência",
-    "saúde",
-    "bullying",
-    "família",
-    "dinheiro",
-    "trabalho",
-    "comida",
-    "preciso",
-    "falar",
-    "alguém",
-    "hoje",
-    "ontem",
-]
 WARM_UP = 20  # pairs of batches, not measured
 
 
