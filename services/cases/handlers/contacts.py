@@ -103,11 +103,17 @@ def insert_contacts(session: Session, org: Org, new: dict[str, list[Envelope]]) 
     ``_new_contact_rows``); they go into ``cache_of(session)`` as new."""
     if not new:
         return
-    statement = insert_statement(session, Contact).values(_new_contact_rows(org, new))
+    statement = _contact_objects_insert(dialect_name(session))
     known = cache_of(session)
-    for contact in session.scalars(statement.on_conflict_do_nothing().returning(Contact)):
+    for contact in session.scalars(statement, _new_contact_rows(org, new)):
         known.contacts[(org.key, contact.uuid)] = contact
         known.new_contacts.add(contact.id)
+
+
+@functools.cache
+def _contact_objects_insert(dialect: str) -> Any:
+    """The same INSERT returning the contacts as ORM objects, built once per dialect."""
+    return dialect_insert(dialect)(Contact).on_conflict_do_nothing().returning(Contact)
 
 
 def insert_contacts_committed(
