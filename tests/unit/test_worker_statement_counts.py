@@ -234,16 +234,17 @@ def test_a_batch_compiles_no_statement_anew(any_world):
     from sqlalchemy.engine.default import CACHE_HIT
 
     label = any_world.label()
+    engine = any_world.store.db.engine
+    missed: list[str] = []
+
+    def note(conn, cursor, statement, parameters, context, executemany):
+        transaction = statement.startswith(("BEGIN", "COMMIT", "ROLLBACK"))  # SQLite's
+        if context is not None and context.cache_hit != CACHE_HIT and not transaction:
+            missed.append(" ".join(statement.split())[:120])
+
     for contacts in ([None] * 3, [None] * 5):  # the first batch fills the cache
+        missed.clear()
         received = [message_received(contact=c) for c in contacts]
-        engine = any_world.store.db.engine
-        missed: list[str] = []
-
-        def note(conn, cursor, statement, parameters, context, executemany):
-            transaction = statement.startswith(("BEGIN", "COMMIT", "ROLLBACK"))  # SQLite's
-            if context is not None and context.cache_hit != CACHE_HIT and not transaction:
-                missed.append(" ".join(statement.split())[:120])
-
         event.listen(engine, "before_cursor_execute", note)
         try:
             handle_batch(any_world, received)
