@@ -213,7 +213,8 @@ def dialect_insert(dialect: str) -> Callable[[Any], Any]:
     A statement run often is best built once per dialect (``functools.cache`` on a function of
     the name) with its rows passed as parameters: SQLAlchemy then finds its compiled form in its
     cache, where a statement built anew, above all with ``.values([...])`` rows, is compiled
-    again at every call (bench: 2 of the cases worker's 12 ms per batch)."""
+    again at every call (bench/cases_worker.py: with the cases worker's statements built
+    once, its batch of five took 9.0 and 9.2 ms of CPU, against 13.3 and 12.0 before)."""
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
