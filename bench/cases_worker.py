@@ -7,7 +7,10 @@ The pipeline's CPU per message varies by a millisecond from one run to the next;
 a change to the cases worker's own work does, in runs a minute apart. It counts this process's
 CPU only (PostgreSQL's is not in it).
 
-    .venv/bin/python bench/cases_worker.py [--batch 5] [--pairs 1000] [--profile]
+    .venv/bin/python bench/cases_worker.py [--batch 5] [--pairs 1000] [--contacts 0] [--profile]
+
+``--contacts N`` draws the messages' contacts from N contacts (a poll's replies come from
+contacts the org mostly knows); 0, the default, gives each message a contact new to the org.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=5, help="messages per batch")
     parser.add_argument("--pairs", type=int, default=1000, help="pairs of batches measured")
+    parser.add_argument("--contacts", type=int, default=0, help="0: a new contact each")
     parser.add_argument("--profile", action="store_true", help="then a cProfile of CPU time")
     args = parser.parse_args()
     from services.stack import drop_namespace
@@ -47,10 +51,14 @@ def main() -> int:
         label = world.label()
         subscription = world.subscriptions["messages"]
         rng = random.Random(1)
+        pool = [str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(args.contacts)]
         batches = []
         for _ in range(WARM_UP + args.pairs * (2 if args.profile else 1)):
             received = [
-                message_received(text=" ".join(rng.choices(WORDS, k=rng.randint(3, 15))))
+                message_received(
+                    text=" ".join(rng.choices(WORDS, k=rng.randint(3, 15))),
+                    contact=rng.choice(pool) if pool else None,
+                )
                 for _ in range(args.batch)
             ]
             batches.append([e.body() for e in received])
@@ -64,7 +72,8 @@ def main() -> int:
         used = time.process_time() - started
         print(
             f"cases worker, batches of {args.batch} message.received then {args.batch} "
-            f"message.labeled, {args.pairs} pairs: {1000 * used / len(measured):.2f} ms of CPU "
+            f"message.labeled, {args.pairs} pairs, contacts: {args.contacts or 'new each'}: "
+            f"{1000 * used / len(measured):.2f} ms of CPU "
             f"per batch, {1000 * used / (args.pairs * args.batch):.2f} ms per message"
         )
         if args.profile:

@@ -59,12 +59,13 @@ def prepare_message_events(uow: UnitOfWork, events: list[Envelope]) -> None:
     find all of it in ``cache_of`` (bench: one round trip per row was what limited the cases
     worker).
 
-    On PostgreSQL the new contacts are inserted and committed first, on a connection of their
-    own: inserted in the batch's transaction, a contact that another worker's batch also
-    inserts made that batch wait for this one's commit, the most common wait with two cases
-    workers (bench/pipeline.py --cases-workers 2). A contact kept after a batch rolled back is
-    what the batch's retry inserts anyway. (On SQLite the transaction holds the write lock: a
-    second connection would wait for it.)"""
+    Contacts are read first: most messages come from contacts the org knows already. On
+    PostgreSQL the new ones are then inserted and committed, on a connection of their own:
+    inserted in the batch's transaction, a contact that another worker's batch also inserts
+    made that batch wait for this one's commit, the most common wait with two cases workers
+    (bench/pipeline.py --cases-workers 2). A contact kept after a batch rolled back is what the
+    batch's retry inserts anyway. (On SQLite the transaction holds the write lock: a second
+    connection would wait for it.)"""
     session, known = uow.session, cache_of(uow.session)
     db = uow.store.db
     events = [event for event in events if event.name in MESSAGE_EVENTS]
@@ -75,21 +76,21 @@ def prepare_message_events(uow: UnitOfWork, events: list[Envelope]) -> None:
     for org_key, contact_events in by_org.items():
         org = ensure_org(session, org_key)
         live_labels(session, org.key)
-        uuids = list(contact_events)
-        created: set[str] = set()
-        if db.is_postgres:
-            with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as own:
-                created = insert_contacts_committed(own, org, contact_events)
-        for contact in session.scalars(
-            select(Contact).where(Contact.org == org.key, Contact.uuid.in_(uuids))
-        ):
+        for contact in _contacts_of(session, org.key, list(contact_events)):
             known.contacts[(org.key, contact.uuid)] = contact
-            if contact.uuid in created:
-                known.new_contacts.add(contact.id)  # nobody could open a case for it yet
-            else:
-                old_contacts.append(contact.id)
-        new = {u: contact_events[u] for u in uuids if (org.key, u) not in known.contacts}
-        insert_contacts(session, org, new)  # on PostgreSQL, only a pseudonym's collision
+            old_contacts.append(contact.id)
+        new = {u: e for u, e in contact_events.items() if (org.key, u) not in known.contacts}
+        if new and db.is_postgres:
+            with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as own:
+                created = insert_contacts_committed(own, org, new)
+            if created:
+                for contact in _contacts_of(session, org.key, list(created)):
+                    known.contacts[(org.key, contact.uuid)] = contact
+                    known.new_contacts.add(contact.id)  # nobody could open a case for it yet
+            new = {u: e for u, e in new.items() if (org.key, u) not in known.contacts}
+        # On PostgreSQL, only those another worker or a pseudonym's collision kept out (then
+        # ``ensure_contact`` handles each alone).
+        insert_contacts(session, org, new)
     if old_contacts:
         for case in session.scalars(
             select(Case).where(Case.contact_id.in_(old_contacts), Case.closed_on.is_(None))
@@ -118,6 +119,10 @@ def prepare_message_events(uow: UnitOfWork, events: list[Envelope]) -> None:
     for message_id in found:
         note_locked(session, known.messages[message_id], known.message_labels[message_id])
     known.messages_read.update(message_ids)
+
+
+def _contacts_of(session: Session, org: str, uuids: list[str]) -> list[Contact]:
+    return list(session.scalars(select(Contact).where(Contact.org == org, Contact.uuid.in_(uuids))))
 
 
 def on_message_received(uow: UnitOfWork, event: Envelope) -> None:
