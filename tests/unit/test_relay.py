@@ -24,8 +24,8 @@ class Broker:
             raise BrokerUnavailable("down")
         return [message_id for message_id, _, _ in messages if self.accept(message_id)]
 
-    def idle(self, seconds):  # pragma: no cover (run() is not called here)
-        pass
+    def idle(self, seconds):
+        self.seen.append("idle")
 
     def close(self):
         pass
@@ -74,3 +74,48 @@ def test_a_failed_publish_leaves_the_whole_batch_to_publish(settings):
     relay.publisher = Broker()
     assert relay.relay_once() == 2  # a batch at a time, oldest first
     assert unpublished(store) == [ids[2]]
+
+
+class ArrivingBroker(Broker):
+    """A row is committed while the first batch is out; stops the relay after ``looks`` idle
+    periods."""
+
+    def __init__(self, store, relay_of, looks: int) -> None:
+        super().__init__()
+        self.store, self.relay_of, self.looks = store, relay_of, looks
+
+    def publish(self, messages):
+        if not self.seen:
+            outbox_with(self.store, 1)
+        return super().publish(messages)
+
+    def idle(self, seconds):
+        super().idle(seconds)
+        self.looks -= 1
+        if self.looks == 0:
+            self.relay_of().should_stop = True
+
+
+@pytest.mark.parametrize("batch", [2, 10])
+def test_only_a_full_batch_is_followed_at_once_by_the_next(pg_settings, batch):
+    """After a shorter batch the relay idles before it looks again: rows committed while it
+    was out wait for the next look, so that a trickle is published in batches rather than one
+    row at a time (at 100 webhooks/s nearly every other claim held a single row). On
+    PostgreSQL: on SQLite the batch's transaction would keep the row from being written."""
+    store = probe_store(pg_settings)
+    ids = outbox_with(store, 2)
+    relays: list[Relay] = []
+    broker = ArrivingBroker(store, lambda: relays[0], looks=2)
+    relays.append(Relay(store, broker, batch=batch, idle=0))
+    try:
+        relays[0].run()
+    finally:
+        store.db.engine.dispose()
+    published = [entry for entry in broker.seen if entry != "idle"]
+    assert [len(entry) for entry in published] == [2, 1]
+    assert published[0] == ids
+    where_idle = [i for i, entry in enumerate(broker.seen) if entry == "idle"]
+    if batch == 2:  # full: the row that came in meanwhile is claimed at once
+        assert where_idle == [2, 3]
+    else:
+        assert where_idle == [1, 3]
