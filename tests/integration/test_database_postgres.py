@@ -117,3 +117,28 @@ def test_a_batch_claiming_an_event_another_holds_waits_for_its_end(pg_settings, 
         assert claimed["second"] == ({other} if first_commits else {event_id, other})
     finally:
         store.db.dispose()
+
+
+def test_a_batch_statement_is_parsed_once_not_at_every_execution(pg_settings):
+    """A multi-row INSERT of a batch (here 30 rows of 3 columns: 90 parameters, over psycopg's
+    own limit of 50) finds psycopg's parse of its text cached at its second execution
+    (shared.db.cache_batch_statements): fails if psycopg stops honouring the limits we set."""
+    from psycopg import _queries
+
+    from shared.db import utcnow
+
+    store = probe_store(pg_settings)
+    try:
+        rows = [
+            {"consumer": CONSUMER, "event_id": str(uuid.uuid4()), "processed_at": utcnow()}
+            for _ in range(30)
+        ]
+        statement = insert(Inbox).values(rows)  # one statement of 90 parameters
+        with store.db.engine.begin() as conn:
+            conn.execute(statement)
+            before = _queries._query2pg.cache_info().hits
+            rows = [{**row, "event_id": str(uuid.uuid4())} for row in rows]
+            conn.execute(insert(Inbox).values(rows))
+            assert _queries._query2pg.cache_info().hits == before + 1
+    finally:
+        store.db.engine.dispose()
