@@ -33,7 +33,11 @@ def subscriptions(settings: Settings, store: ServiceStore | None = None) -> list
     counts.keep_counts()  # the folder counts move with the messages the handlers change
     return [
         Subscription(
-            CASES_MESSAGES, store, MESSAGE_HANDLERS, prepare=consumers.prepare_message_events
+            CASES_MESSAGES,
+            store,
+            MESSAGE_HANDLERS,
+            prepare=consumers.prepare_message_events,
+            hold=consumers.awaiting_labels,  # a message and its labels in one transaction
         ),
         Subscription(CASES_DELIVERY, store, FLOWBRIDGE_HANDLERS),
         # One export at a time, never batched: its handler commits each step itself

@@ -34,6 +34,7 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 
 JOB_POLL = 0.2  # seconds between two looks at a running long handler (its ack waits that long)
+HOLD_FOR = 0.3  # seconds at most that an event waits for the one it is held for (``hold``)
 
 
 class _Job:
@@ -52,6 +53,14 @@ class AmqpWorker(ConsumerMixin):
     more arrive or ``settings.batch_wait`` after the first of them: a transaction costs about
     the same for one event as for twenty, and the relays publish in bursts, so a few
     milliseconds of waiting turn a trickle of one-event transactions into fewer, fuller ones.
+
+    A subscription may also hold an event back for one that will follow it
+    (``Subscription.hold``: the cases worker holds a message.received until its
+    message.labeled, about 0.1 s later): the two are handled in one transaction instead of two.
+    An event is held for ``HOLD_FOR`` seconds at most, never in a full batch, and only while
+    the messages in hand fill less than half the prefetch window, so that the one it waits for
+    can still be delivered. Messages handled after a held one are acknowledged once it is
+    handled, with one ``multiple`` ack (``_acknowledge``).
     """
 
     def __init__(
@@ -75,7 +84,9 @@ class AmqpWorker(ConsumerMixin):
         self.long_grace = long_grace
         self.handled = 0
         self.chores = Chores(chores)
-        self._pending: dict[str, list[tuple[Any, Any]]] = {}
+        # By queue: (body, message, when it arrived) of the messages not handled yet.
+        self._pending: dict[str, list[tuple[Any, Any, float]]] = {}
+        self._unacked: list[Any] = []  # handled, their ack waiting for an earlier message's
         self._jobs: list[_Job] = []  # long handlers running, on this connection's channels
         self._stopping = False  # waiting for them at a stop: take no new message
         self.last_beat = time.monotonic()  # the ops server's liveness (shared/ops.py)
@@ -138,7 +149,7 @@ class AmqpWorker(ConsumerMixin):
         # queue arrive while kombu still subscribes the next consumer, and they must stay in
         # the batch (clearing it afterwards dropped them, and the batch's multiple ack then
         # acknowledged them unhandled: lost). Messages of a dead channel come back anyway.
-        self._pending = {}
+        self._pending, self._unacked = {}, []
         # Long handlers of a previous connection run on (threads cannot be stopped), but their
         # channel is gone: their messages come back, and the inbox makes a repeat harmless.
         self._jobs = []
@@ -162,8 +173,9 @@ class AmqpWorker(ConsumerMixin):
                     except TimeoutError:
                         if self._has_pending():
                             self._flush_all()
-                        else:
-                            conn.heartbeat_check()
+                        # Also while events are held back, which can keep messages in hand
+                        # for as long as a trickle lasts.
+                        conn.heartbeat_check()
                     else:
                         if self._jobs:
                             conn.heartbeat_check()
@@ -173,7 +185,7 @@ class AmqpWorker(ConsumerMixin):
                 # ones in hand first so that a SIGTERM finishes the work it started.
                 self._live = None
                 if self._has_pending():
-                    self._flush_all()
+                    self._flush_all(hold=False)
                 if self._jobs and self.should_stop:
                     self._wait_for_jobs(conn)
                 self._jobs = []
@@ -223,33 +235,74 @@ class AmqpWorker(ConsumerMixin):
         if not self._has_pending():
             self._batch_started = time.monotonic()
         pending = self._pending.setdefault(subscription.queue.consumer, [])
-        pending.append((body, message))
+        pending.append((body, message, time.monotonic()))
         if len(pending) >= self.batch or not subscription.batch:
             self._flush(subscription)
 
-    def _flush_all(self) -> None:
+    def _flush_all(self, *, hold: bool = True) -> None:
         for subscription in self.subscriptions:
-            self._flush(subscription)
+            self._flush(subscription, hold=hold)
 
-    def _flush(self, subscription: Subscription) -> None:
-        pending = self._pending.pop(subscription.queue.consumer, [])
+    def _flush(self, subscription: Subscription, *, hold: bool = True) -> None:
+        key = subscription.queue.consumer
+        pending = self._pending.pop(key, [])
         if not pending:
             return
+        held = self._held_back(subscription, pending) if hold and not self.should_stop else []
+        if held:
+            self._pending[key] = held
+            self._batch_started = time.monotonic()  # look at them again a batch wait later
+            kept = {id(entry) for entry in held}
+            pending = [entry for entry in pending if id(entry) not in kept]
+            if not pending:
+                return
         outcomes = dispatch_batch(
-            subscription, [body for body, _ in pending], should_stop=lambda: self.should_stop
+            subscription, [body for body, _, _ in pending], should_stop=lambda: self.should_stop
         )
-        if all(outcome is Outcome.ACK for outcome in outcomes) and not self._has_pending():
-            # One ack for the batch: 50 single acks sent just before a SIGTERM's channel close
-            # were not all applied by the quorum queue (its channel holds settlements back past
-            # a window of pending commands), and handled messages came back. ``multiple`` is
-            # safe: every message delivered on this channel up to the batch's last is in it.
+        if all(outcome is Outcome.ACK for outcome in outcomes):
             self.last_beat = time.monotonic()
-            pending[-1][1].ack(multiple=True)
+            self._acknowledge([message for _, message, _ in pending])
             self.handled += len(pending)
         else:
-            for (_, message), outcome in zip(pending, outcomes, strict=True):
+            for (_, message, _), outcome in zip(pending, outcomes, strict=True):
                 self._settle(message, outcome)
-        metrics.record_outcomes(subscription.queue.consumer, outcomes)
+            self._acknowledge([])  # those an earlier held message kept waiting, if it was here
+        metrics.record_outcomes(key, outcomes)
+
+    def _held_back(
+        self, subscription: Subscription, pending: list[tuple[Any, Any, float]]
+    ) -> list[tuple[Any, Any, float]]:
+        """The pending messages that ``subscription.hold`` holds back, for ``HOLD_FOR`` seconds
+        at most; none in a full batch or when the messages in hand fill half the window."""
+        in_hand = sum(len(entries) for entries in self._pending.values()) + len(pending)
+        if (
+            subscription.hold is None
+            or len(pending) >= self.batch
+            or in_hand + len(self._unacked) >= self.settings.prefetch // 2
+        ):
+            return []
+        wanted = subscription.hold([body for body, _, _ in pending])
+        now = time.monotonic()
+        return [
+            entry for i, entry in enumerate(pending) if i in wanted and now - entry[2] < HOLD_FOR
+        ]
+
+    def _acknowledge(self, handled: list[Any]) -> None:
+        """Acknowledge handled messages with one ``multiple`` ack, up to the last of them that
+        was delivered before every message still in hand; the others wait for a later one.
+
+        One ack for a batch: 50 single acks sent just before a SIGTERM's channel close were not
+        all applied by the quorum queue (its channel holds settlements back past a window of
+        pending commands), and handled messages came back. ``multiple`` acknowledges every
+        message delivered on this channel up to the one it names that is not settled yet:
+        handled ones, never one still in hand."""
+        self._unacked.extend(handled)
+        in_hand = [m.delivery_tag for e in self._pending.values() for _, m, _ in e]
+        first = min(in_hand, default=None)
+        ready = [m for m in self._unacked if first is None or m.delivery_tag < first]
+        if ready:
+            max(ready, key=lambda m: m.delivery_tag).ack(multiple=True)
+            self._unacked = [m for m in self._unacked if m not in ready]
 
     def _settle(self, message: Any, outcome: Outcome, *, wait: bool = True) -> None:
         self.last_beat = time.monotonic()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +63,11 @@ class Subscription:
     # alone in a helper thread, one at a time, while the consuming thread keeps the connection
     # alive (shared/bus/consumer.py). The embedded bus handles it as any other.
     long: bool = False
+    # Given the bodies of the messages in hand, the indexes of those worth holding back a
+    # moment for one that will follow (the cases worker: a message.received until its
+    # message.labeled), so that both are handled in one transaction. On RabbitMQ only: see
+    # shared/bus/consumer.py for how long and when. The bodies are as delivered: any JSON.
+    hold: Callable[[Sequence[Any]], set[int]] | None = None
 
     def skips(self, envelope: Envelope) -> bool:
         predicate = self.skip.get(envelope.name)

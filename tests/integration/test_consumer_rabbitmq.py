@@ -10,7 +10,7 @@ from kombu import Connection
 from sqlalchemy import func, select
 
 from shared.bus.connection import declare_topology, kombu_queues
-from shared.bus.consumer import AmqpWorker
+from shared.bus.consumer import HOLD_FOR, AmqpWorker
 from shared.bus.dispatch import Subscription, TransientError
 from shared.bus.publisher import ConfirmingPublisher
 from shared.bus.topology import QueueSpec
@@ -187,3 +187,79 @@ def test_messages_arriving_within_the_batch_wait_are_handled_together(
             queue(conn.default_channel).delete()
         conn.release()
         store.db.dispose()
+
+
+def first_until_second(bodies) -> set[int]:
+    """Holds the event whose text is "first" while no event "second" is in hand."""
+    texts = [body["data"]["text"] for body in bodies]
+    return set() if "second" in texts else {i for i, t in enumerate(texts) if t == "first"}
+
+
+@pytest.fixture
+def holding(pg_settings):
+    """A probe worker whose subscription holds "first" back for "second"; yields
+    (worker, publish(text), transactions: the texts handled in each transaction)."""
+    store = probe_store(pg_settings)
+    conn = Connection(pg_settings.broker_url)
+    declare_topology(conn, pg_settings, [PROBE_QUEUE])
+    publisher = ConfirmingPublisher(pg_settings)
+    transactions: list[tuple[object, list[str]]] = []
+
+    def handler(uow, envelope):
+        if not transactions or transactions[-1][0] is not uow:
+            transactions.append((uow, []))
+        transactions[-1][1].append(envelope.data["text"])
+        record(uow, envelope)
+
+    subscription = Subscription(
+        PROBE_QUEUE, store, {"message.received": handler}, hold=first_until_second
+    )
+    worker = AmqpWorker(pg_settings.with_(batch_wait=0.02), [subscription])
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+
+    def publish(text: str) -> None:
+        event = message_received(text=text)
+        publisher.publish([(event.id, "message.received", event.body())])
+
+    try:
+        assert eventually(lambda: worker.broker_connected)
+        time.sleep(0.2)  # subscribed
+        yield worker, publish, lambda: [texts for _, texts in transactions]
+    finally:
+        worker.should_stop = True
+        thread.join(timeout=30)
+        publisher.close()
+        main = kombu_queues(pg_settings, PROBE_QUEUE)[0](conn.default_channel)
+        # Nothing handled comes back when the worker's channel closes: all of it was acked.
+        assert main.queue_declare(passive=True).message_count == 0
+        for queue in kombu_queues(pg_settings, PROBE_QUEUE):
+            queue(conn.default_channel).delete()
+        conn.release()
+        store.db.dispose()
+
+
+def test_an_event_held_for_the_next_is_handled_with_it_in_one_transaction(holding):
+    """ "first" waits for "second" (published 0.1 s later, past the batch wait of 20 ms);
+    "other", in between, is handled at once, and acknowledged only with "first": a
+    ``multiple`` ack of it would have acknowledged "first" unhandled."""
+    worker, publish, transactions = holding
+    publish("first")
+    time.sleep(0.05)
+    publish("other")
+    assert eventually(lambda: worker.handled == 1)
+    assert transactions() == [["other"]]
+    assert len(worker._unacked) == 1  # "other", waiting for the ack of "first"
+    publish("second")
+    assert eventually(lambda: worker.handled == 3)
+    assert transactions() == [["other"], ["first", "second"]]
+    assert worker._unacked == []
+
+
+def test_an_event_whose_next_never_comes_is_handled_after_the_hold(holding):
+    worker, publish, transactions = holding
+    started = time.monotonic()
+    publish("first")
+    assert eventually(lambda: worker.handled == 1)
+    assert time.monotonic() - started >= HOLD_FOR - 0.05  # it was held, then let go
+    assert transactions() == [["first"]]

@@ -100,3 +100,19 @@ def message_contact(world, message_id: str) -> str:
     with world.store.db.session() as session:
         message = session.get(Message, message_id)
         return session.get(Contact, message.contact_id).uuid
+
+
+def test_a_message_received_is_held_for_its_labels_only():
+    """The worker's subscription holds back a message.received whose message.labeled is not
+    in hand yet (shared/bus/consumer.py), and nothing else: not one whose labels are there, not
+    another event, not a body that is not an event (the batch dead-letters that)."""
+    from services.cases.handlers.consumers import awaiting_labels
+
+    first, second = message_received(), message_received()
+    bodies = [json.loads(e.body()) for e in (first, second, message_labeled(second, []))]
+    assert awaiting_labels(bodies) == {0}
+    assert awaiting_labels(bodies[1:]) == set()
+    assert awaiting_labels([bodies[2]]) == set()
+    odd = [None, "x", [1], {"name": "message.received"}, {"name": "message.received", "data": 3}]
+    assert awaiting_labels(odd) == set()
+    assert awaiting_labels([*odd, bodies[0]]) == {len(odd)}

@@ -5,6 +5,7 @@ or restored, the follow-up flow started, the engine's catalog)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select
@@ -50,6 +51,30 @@ log = logging.getLogger(__name__)
 
 
 MESSAGE_EVENTS = (ev.MESSAGE_RECEIVED, ev.MESSAGE_LABELED)
+
+
+def awaiting_labels(bodies: Sequence[Any]) -> set[int]:
+    """Of a worker's message events in hand, the message.received whose message.labeled is not
+    among them: held back a moment (``Subscription.hold``), the two are handled in one
+    transaction instead of two (bench/cases_worker.py --contacts 100: 2.5 and 2.4 ms of CPU
+    per message in batches of five received, then five labelled; 1.4 and 1.4 with --together).
+    Bodies are as delivered: anything that is not an event is for the batch to dead-letter,
+    never held."""
+
+    def named(body: Any, name: str) -> str | None:
+        if isinstance(body, dict) and body.get("name") == name:
+            data = body.get("data")
+            if isinstance(data, dict) and isinstance(data.get("message_id"), str):
+                return data["message_id"]
+        return None
+
+    labeled = {named(body, ev.MESSAGE_LABELED) for body in bodies} - {None}
+    return {
+        i
+        for i, body in enumerate(bodies)
+        if (message_id := named(body, ev.MESSAGE_RECEIVED)) is not None
+        and message_id not in labeled
+    }
 
 
 def prepare_message_events(uow: UnitOfWork, events: list[Envelope]) -> None:
