@@ -23,7 +23,8 @@ ENVIRONMENT = {
     "it holds together (default 0.02; 0: at once)",
     "UPARTNERS_RELAY_BATCH": "outbox rows a relay publishes per transaction (default 500)",
     "UPARTNERS_RELAY_WINDOW": "publishes in flight awaiting broker confirms (default 200)",
-    "UPARTNERS_RELAY_IDLE": "seconds a relay sleeps when its outbox is empty (default 0.05)",
+    "UPARTNERS_RELAY_IDLE": "seconds a relay sleeps when its outbox is empty (default 0.05; "
+    "five times that after 2 s without a row)",
     "UPARTNERS_MAX_BODY": "largest webhook body accepted, in bytes (default 262144)",
     "UPARTNERS_SIGNATURE_WINDOW": "seconds a signed webhook's timestamp stays valid (default 300)",
     "UPARTNERS_SECRET_CACHE_TTL": "seconds a revoked webhook secret may still work (default 5)",

@@ -119,3 +119,34 @@ def test_only_a_full_batch_is_followed_at_once_by_the_next(pg_settings, batch):
         assert where_idle == [2, 3]
     else:
         assert where_idle == [1, 3]
+
+
+def test_a_quiet_relay_looks_less_often_until_rows_come_again(settings, monkeypatch):
+    """Quiet for QUIET_AFTER seconds, a relay idles QUIET_SLOWER times longer between looks;
+    the first look that finds rows brings it back to its interval."""
+    import time
+
+    from shared import relay as relay_module
+
+    monkeypatch.setattr(relay_module, "QUIET_AFTER", 0.05)
+    store = probe_store(settings)
+    waits: list[float] = []
+    relays: list[Relay] = []
+
+    class QuietBroker(Broker):
+        def idle(self, seconds):
+            waits.append(seconds)
+            time.sleep(seconds)
+            if len(waits) == 12:
+                outbox_with(store, 1)
+            if len(waits) == 14:
+                relays[0].should_stop = True
+
+    broker = QuietBroker()
+    relays.append(Relay(store, broker, batch=10, idle=0.01))
+    relays[0].run()
+    assert waits[0] == 0.01
+    quiet = 0.01 * relay_module.QUIET_SLOWER
+    assert waits[:12].count(quiet) >= 3, waits  # after 0.05 s without a row
+    assert len([entry for entry in broker.seen if entry != "idle"]) == 1  # the row, published
+    assert waits[12:] == [0.01, 0.01], waits
