@@ -33,13 +33,18 @@ sys.path.insert(0, str(REPO))
 from bench.cases import WORDS  # noqa: E402 (the inbox benchmark's words)
 from bench.ingest import DATABASE_URL  # noqa: E402
 
-WARM_UP = 20  # pairs of batches, not measured
+WARM_UP = 20  # rounds, not measured
+
+
+def flat(rounds: list[list[list[bytes]]]) -> list[list[bytes]]:
+    """The batches of these rounds, in order."""
+    return [batch for batches in rounds for batch in batches]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=5, help="messages per batch")
-    parser.add_argument("--pairs", type=int, default=1000, help="pairs of batches measured")
+    parser.add_argument("--pairs", type=int, default=1000, help="rounds measured")
     parser.add_argument("--contacts", type=int, default=0, help="0: a new contact each")
     parser.add_argument(
         "--together", action="store_true", help="each message and its labels in one batch"
@@ -70,11 +75,9 @@ def main() -> int:
             first = [e.body() for e in received]
             labeled = [message_labeled(e, [label]).body() for e in received]
             rounds.append([first + labeled] if args.together else [first, labeled])
-        for bodies in (batch for batches in rounds[:WARM_UP] for batch in batches):
+        for bodies in flat(rounds[:WARM_UP]):
             dispatch_batch(subscription, bodies)
-        measured = [
-            batch for batches in rounds[WARM_UP : WARM_UP + args.pairs] for batch in batches
-        ]
+        measured = flat(rounds[WARM_UP : WARM_UP + args.pairs])
         started, wall = time.process_time(), time.perf_counter()
         for bodies in measured:
             dispatch_batch(subscription, bodies)
@@ -91,9 +94,8 @@ def main() -> int:
         if args.profile:
             profile = cProfile.Profile(time.process_time)
             profile.enable()
-            for batches in rounds[WARM_UP + args.pairs :]:
-                for bodies in batches:
-                    dispatch_batch(subscription, bodies)
+            for bodies in flat(rounds[WARM_UP + args.pairs :]):
+                dispatch_batch(subscription, bodies)
             profile.disable()
             pstats.Stats(profile).sort_stats("cumulative").print_stats(40)
     finally:

@@ -172,13 +172,13 @@ class Relay:
                     )
                     time.sleep(wait)
                     continue
+                if count:
+                    last_rows = time.monotonic()
                 # Only after a full batch are the next rows claimed at once. After a shorter
                 # one, those committed while it was out wait for the next look like any
                 # others: claimed at once, at 100 webhooks/s nearly every other claim took
                 # the one row that came in meanwhile (bench/pipeline.py: 133 of the ingest
                 # relay's 304 batches held one row).
-                if count:
-                    last_rows = time.monotonic()
                 if count < self.batch:
                     # Quiet for a while (a relay whose service rarely emits, or the night): it
                     # looks QUIET_SLOWER times less often. At 100 webhooks/s the cases and

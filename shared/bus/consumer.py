@@ -56,7 +56,7 @@ class AmqpWorker(ConsumerMixin):
 
     A subscription may also hold an event back for one that will follow it
     (``Subscription.hold``: the cases worker holds a message.received until its
-    message.labeled, about 0.1 s later): the two are handled in one transaction instead of two.
+    message.labeled, the labeler's answer): the two are handled in one transaction, not two.
     An event is held for ``HOLD_FOR`` seconds at most, never in a full batch, and only while
     the messages in hand fill less than half the prefetch window, so that the one it waits for
     can still be delivered. Messages handled after a held one are acknowledged once it is
@@ -274,12 +274,10 @@ class AmqpWorker(ConsumerMixin):
     ) -> list[tuple[Any, Any, float]]:
         """The pending messages that ``subscription.hold`` holds back, for ``HOLD_FOR`` seconds
         at most; none in a full batch or when the messages in hand fill half the window."""
+        if subscription.hold is None or len(pending) >= self.batch:
+            return []
         in_hand = sum(len(entries) for entries in self._pending.values()) + len(pending)
-        if (
-            subscription.hold is None
-            or len(pending) >= self.batch
-            or in_hand + len(self._unacked) >= self.settings.prefetch // 2
-        ):
+        if in_hand + len(self._unacked) >= self.settings.prefetch // 2:
             return []
         wanted = subscription.hold([body for body, _, _ in pending])
         now = time.monotonic()
