@@ -118,20 +118,21 @@ def _contact_objects_insert(dialect: str) -> Any:
 
 def insert_contacts_committed(
     connection: Connection, org: Org, new: dict[str, list[Envelope]]
-) -> set[str]:
+) -> list[dict[str, Any]]:
     """The same in one statement on a connection in autocommit, outside any batch's
-    transaction; answers the uuids of the contacts it inserted."""
+    transaction; answers the rows it inserted (all their columns)."""
     if not new:
-        return set()
+        return []
     statement = _contacts_insert(dialect_name(connection))
-    return set(connection.execute(statement, _new_contact_rows(org, new)).scalars())
+    rows = connection.execute(statement, _new_contact_rows(org, new)).mappings()
+    return [dict(row) for row in rows]
 
 
 @functools.cache
 def _contacts_insert(dialect: str) -> Any:
     """Built once per dialect, its rows passed as parameters (shared.db.dialect_insert)."""
     table = Contact.__table__
-    return dialect_insert(dialect)(table).on_conflict_do_nothing().returning(table.c.uuid)
+    return dialect_insert(dialect)(table).on_conflict_do_nothing().returning(*table.c)
 
 
 def _new_contact_rows(org: Org, new: dict[str, list[Envelope]]) -> list[dict[str, Any]]:
