@@ -146,11 +146,11 @@ class UnitOfWork:
         self._rows = {}
         if self.emitted:
             self.session.execute(
-                insert(self.store.outbox.__table__),
+                _insert(self.store.outbox.__table__),
                 [outbox_row(envelope) for envelope in self.emitted],
             )
         if self._processed:
-            self.session.execute(insert(self._inbox().__table__), self._processed)
+            self.session.execute(_insert(self._inbox().__table__), self._processed)
         self.session.commit()
         self._processed = []
 
@@ -158,6 +158,12 @@ class UnitOfWork:
         if self.store.inbox is None:
             raise RuntimeError(f"{self.store.service} consumes no events: it has no inbox")
         return self.store.inbox
+
+
+@functools.cache
+def _insert(table: Table) -> Any:
+    """A table's plain INSERT, built once: written at every commit of a worker."""
+    return insert(table)
 
 
 @functools.cache

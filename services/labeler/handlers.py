@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import Select, bindparam, select, tuple_, update
 from sqlalchemy import event as sa_event
-from sqlalchemy import select, tuple_, update
 from sqlalchemy.orm import Session
 
 from services.labeler.models import Label, Message, OrgLabels
@@ -64,8 +64,14 @@ def _revision(session: Session, org: str) -> int:
         if not sa_event.contains(session, "after_transaction_end", _forget_revisions):
             sa_event.listen(session, "after_transaction_end", _forget_revisions)
     if org not in known:
-        known[org] = session.scalar(select(OrgLabels.revision).where(OrgLabels.org == org)) or 0
+        known[org] = session.scalar(_revision_of(), {"org": org}) or 0
     return known[org]
+
+
+@functools.cache
+def _revision_of() -> Select:
+    """Built once: read at every batch, a statement built anew costs its cache key each time."""
+    return select(OrgLabels.revision).where(OrgLabels.org == bindparam("org"))
 
 
 def _forget_revisions(session: Session, transaction: Any) -> None:

@@ -4,11 +4,12 @@ or restored, the follow-up flow started, the engine's catalog)."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import Select, and_, bindparam, func, select
 from sqlalchemy.orm import Session, make_transient_to_detached
 
 import services.cases.handlers.statistics as statistics
@@ -128,34 +129,60 @@ def prepare_message_events(uow: UnitOfWork, events: list[Envelope]) -> None:
         return
     # Locked (in id order) for the folder counts: what these messages were is what this batch
     # reads here, not what a concurrent change made of them.
-    for message in session.scalars(
-        select(Message).where(Message.id.in_(message_ids)).order_by(Message.id).with_for_update()
-    ):
+    for message in session.scalars(_messages_locked(), {"ids": list(message_ids)}):
         known.messages[message.id] = message
         known.message_labels[message.id] = set()
     found = [mid for mid in message_ids if mid in known.messages]
     if found:
-        rows = session.execute(
-            select(MessageLabel.message_id, MessageLabel.label_id).where(
-                MessageLabel.message_id.in_(found)
-            )
-        )
-        for message_id, label_id in rows:
+        for message_id, label_id in session.execute(_labels_of_messages(), {"ids": found}):
             known.message_labels[message_id].add(label_id)
     for message_id in found:
         note_locked(session, known.messages[message_id], known.message_labels[message_id])
     known.messages_read.update(message_ids)
 
 
-def _org_and_labels(session: Session, key: str) -> Org:
-    """The org and its live labels (``live_labels``) in one query; created if new."""
-    known = cache_of(session)
+# The batch's reads, each built once (SQLAlchemy then finds its compiled form at once; building
+# such a SELECT anew, its cache key included, cost about as much CPU as running it).
+@functools.cache
+def _org_with_labels() -> Select:
     labels = (
         select(func.aggregate_strings(Label.id, " "))
         .where(Label.org == Org.key, Label.deleted_at.is_(None))
         .scalar_subquery()
     )
-    row = session.execute(select(Org, labels).where(Org.key == key)).first()
+    return select(Org, labels).where(Org.key == bindparam("org"))
+
+
+@functools.cache
+def _contacts_with_open_case() -> Select:
+    open_case = and_(Case.contact_id == Contact.id, Case.closed_on.is_(None))
+    uuids = bindparam("uuids", expanding=True)
+    return (
+        select(Contact, Case)
+        .outerjoin(Case, open_case)
+        .where(Contact.org == bindparam("org"), Contact.uuid.in_(uuids))
+    )
+
+
+@functools.cache
+def _messages_locked() -> Select:
+    ids = bindparam("ids", expanding=True)
+    return select(Message).where(Message.id.in_(ids)).order_by(Message.id).with_for_update()
+
+
+@functools.cache
+def _labels_of_messages() -> Select:
+    ids = bindparam("ids", expanding=True)
+    return select(MessageLabel.message_id, MessageLabel.label_id).where(
+        MessageLabel.message_id.in_(ids)
+    )
+
+
+def _org_and_labels(session: Session, key: str) -> Org:
+    """The org and its live labels (``live_labels``) in one query; created if new. Label ids
+    are uuids: no space in them."""
+    known = cache_of(session)
+    row = session.execute(_org_with_labels(), {"org": key}).first()
     if row is None:
         org = ensure_org(session, key)
         live_labels(session, org.key)
@@ -171,13 +198,8 @@ def _contacts_and_cases(
 ) -> list[tuple[Contact, Case | None]]:
     """The org's contacts of these uuids, each with its open case (at most one: an index
     says so) in the same query."""
-    open_case = and_(Case.contact_id == Contact.id, Case.closed_on.is_(None))
-    statement = (
-        select(Contact, Case)
-        .outerjoin(Case, open_case)
-        .where(Contact.org == org, Contact.uuid.in_(uuids))
-    )
-    return [(contact, case) for contact, case in session.execute(statement)]
+    rows = session.execute(_contacts_with_open_case(), {"org": org, "uuids": uuids})
+    return [(contact, case) for contact, case in rows]
 
 
 def on_message_received(uow: UnitOfWork, event: Envelope) -> None:
