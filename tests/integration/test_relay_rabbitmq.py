@@ -139,6 +139,27 @@ def test_an_idle_relay_only_looks_and_claims_once_rows_wait(pg_settings, store):
     assert sorted(drain(pg_settings, len(ids))) == sorted(ids)
 
 
+def test_a_relay_that_found_rows_claims_again_without_looking_first(pg_settings, store):
+    """While rows keep coming the look would find them anyway: after a claim that found rows
+    the relay claims again at once, and after one that found none it goes back to looking."""
+    relay = Relay(store, ConfirmingPublisher(pg_settings), idle=0.01)
+    with counted(store.db.engine) as statements, running(relay):
+        time.sleep(0.2)
+        before = len(statements)
+        ids = emit(store, 5)
+        assert eventually(lambda: unpublished(store) == 0)
+        time.sleep(0.2)
+    relay_statements = [
+        s for s in statements[before:] if s.startswith(("SELECT outbox.", "UPDATE"))
+    ]
+    after = ["claim" if "FOR UPDATE" in s else "look" for s in relay_statements]
+    first = after.index("claim")
+    assert after[first + 1] == "claim"  # without a look in between
+    last = len(after) - 1 - after[::-1].index("claim")
+    assert after[last + 1 :] and set(after[last + 1 :]) == {"look"}
+    assert sorted(drain(pg_settings, len(ids))) == sorted(ids)
+
+
 def test_an_idle_publisher_keeps_its_connection_past_heartbeats_yet_rarely_runs_its_loop(
     pg_settings, store
 ):
