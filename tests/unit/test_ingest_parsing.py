@@ -489,6 +489,37 @@ def test_parse_timestamp(text, expected):
     assert parse_timestamp(text) == expected
 
 
+def test_the_engine_form_quick_road_parses_exactly_as_the_pattern():
+    """Timestamps in the engine's own form go through ``datetime.fromisoformat``; on that form
+    and on every variant of it with one character replaced, it gives what the pattern gives."""
+    import random
+
+    from services.ingest import schemas
+
+    def by_pattern(value):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(schemas, "_is_engine_form", lambda _value: False)
+            return parse_timestamp(value)
+
+    engine_form = "2024-09-12T18:44:27.601233Z"
+    replacements = "0123456789-:.TtZz +W_\u0663\uff11"  # an Arabic-Indic and a full-width digit
+    variants = {engine_form, "2024-02-30T00:00:00.000000Z", "2024-W37-4T18:44:27.601233Z"}
+    variants |= {
+        engine_form[:i] + c + engine_form[i + 1 :]
+        for i in range(len(engine_form))
+        for c in replacements
+    }
+    rng = random.Random(7)
+    variants |= {
+        "".join(rng.choice("0123456789") if ch.isdigit() else ch for ch in engine_form)
+        for _ in range(500)
+    }
+    quick = [v for v in variants if schemas._is_engine_form(v)]
+    assert len(quick) > 500  # the road is taken
+    for value in sorted(variants):
+        assert parse_timestamp(value) == by_pattern(value), value
+
+
 def test_groups_and_fields_come_from_the_template_only():
     contact = make_contact(
         groups=[
