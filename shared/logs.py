@@ -96,13 +96,17 @@ _URN = re.compile(
 )
 # Kept as they are (they would otherwise look like phone numbers): UUIDs, ISO dates and times,
 # IPv4 addresses with their port (gunicorn's "Listening at: http://127.0.0.1:8000 (5313)").
+_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 _KEEP = (
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-    r"|(?<![\w.])\d{1,3}(?:\.\d{1,3}){3}:\d{1,5}(?![\w.])"
+    rf"|(?<![\w.]){_OCTET}(?:\.{_OCTET}){{3}}(?::\d{{1,5}})?(?![\w.])"
     r"|\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?"
 )
+# Digit runs with spaces, brackets or dashes; and groups of digits between two dots or more
+# with eight digits in all ("+55.11.98765.4321", "078.812.3456"; "0.25" and "3.11.7" stay).
 _PHONE = r"(?<![\w.+-])\+?\d[\d ()-]{6,}\d(?!\d)"
-_DIGITS = re.compile(f"(?P<keep>{_KEEP})|(?P<phone>{_PHONE})")
+_DOTTED = r"(?<![\w.+-])\+?\d{1,5}(?:\.\d{1,5}){2,5}(?![\w.])"
+_DIGITS = re.compile(f"(?P<keep>{_KEEP})|(?P<phone>{_PHONE})|(?P<dotted>{_DOTTED})")
 _QUERY_TOKEN = re.compile(r"(?i)\b((?:access_|api_)?token=)[^&\s\"'<>]+")
 _HEADER_CREDENTIAL = re.compile(
     r"(?i)\b(authorization|x-upartners-token|x-upartners-signature)([\"']?\s*[:=]\s*[\"']?)"
@@ -121,7 +125,16 @@ def redact(text: str) -> str:
     text = _SCHEME_CREDENTIAL.sub(rf"\1 {REDACTED}", text)
     text = _QUERY_TOKEN.sub(rf"\1{REDACTED}", text)
     text = _URN.sub("[urn]", text)
-    return _DIGITS.sub(lambda m: m.group("keep") or "[phone]", text)
+    return _DIGITS.sub(_phone_or_kept, text)
+
+
+def _phone_or_kept(match: re.Match[str]) -> str:
+    if match.group("keep"):
+        return match.group("keep")
+    dotted = match.group("dotted")
+    if dotted and sum(c.isdigit() for c in dotted) < 8:
+        return dotted  # a version number, not a phone number
+    return "[phone]"
 
 
 class RedactingFilter(logging.Filter):

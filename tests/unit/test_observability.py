@@ -128,6 +128,9 @@ def test_the_text_format_is_one_readable_line(capsys):
         ("sent with Bearer abcdefghij789", "abcdefghij789"),
         ("postgresql+psycopg://app:hunter2@db:5432/x", "hunter2"),
         ("from 10.0.0.12:5432 number 5511987654321", "5511987654321"),
+        ("dotted +55.11.98765.4321", "98765.4321"),
+        ("dotted 078.812.3456", "812.3456"),
+        ("dotted 250.788.000.222 (no address: 788 is not an octet)", "788.000.222"),
     ],
 )
 def test_redaction_scrubs_urns_phones_and_credentials(text, gone):
@@ -145,6 +148,8 @@ def test_redaction_scrubs_urns_phones_and_credentials(text, gone):
         'File "x.py", line 120, in handle',
         "hotel:5 and relay ingest: idle",
         "Listening at: http://127.0.0.1:24694,http://0.0.0.0:24704 (5313)",
+        "Python 3.11.7, PostgreSQL 15.20.1, took 0.25.1 and 1.2.3.4",
+        "connection from 192.168.100.200 closed",
     ],
 )
 def test_redaction_keeps_ids_timestamps_and_ordinary_text(text):
