@@ -914,6 +914,44 @@ def cpu_per_message_line(run) -> str:
     )
 
 
+def summary(env_line, bare_http, durable_http, runs, backlog) -> dict:
+    """The run's figures for a program (``--json``; bench/compare.py reads them)."""
+
+    def cpu_ms(cpu: CpuUse, messages: int) -> dict[str, float]:
+        return {
+            name: 1000 * seconds / messages
+            for name, seconds in cpu.by_process.items()
+            if name not in NOT_PRODUCT and messages
+        }
+
+    result: dict = {
+        "environment": env_line,
+        "bare_per_s": bare_http.rate,
+        "durable_per_s": durable_http.rate,
+        "rates": [
+            {
+                "rate": run.rate,
+                "in_inbox": len(run.latencies_ms),
+                "expected": run.expected,
+                "p50_ms": percentile(run.latencies_ms, 50),
+                "p99_ms": percentile(run.latencies_ms, 99),
+                "cpu_ms_per_message": run.cpu.per_message_ms(run.http.ok),
+                "cpu_ms_by_process": cpu_ms(run.cpu, run.http.ok),
+            }
+            for run in runs
+        ],
+    }
+    if backlog is not None:
+        result["ingest_per_s"] = backlog.posting.rate
+        result["backlog"] = {
+            "seconds": backlog.drained_s,
+            "seconds_from_ready": backlog.drained_after_ready_s,
+            "labeler_seconds": backlog.labeler_s,
+            "cpu_ms_per_message": backlog.cpu.per_message_ms(backlog.count),
+        }
+    return result
+
+
 # --- main ---------------------------------------------------------------------------------------
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -937,6 +975,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--profile", type=Path, help="py-spy profiles of the first rate and the backlog, here"
     )
     parser.add_argument("--keep-logs", action="store_true", help="keep the processes' logs")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)
     if args.quick:
         args.seconds, args.backlog, args.bare, args.publish = 3, 1_000, 1_000, 2_000
@@ -1065,6 +1104,9 @@ def main(argv=None) -> int:
         )
         if profiler:
             print(f"\nprofiles in {args.profile}\n{profiler.summary()}")
+        if args.json:
+            figures = summary(env_line, bare_http, durable_http, runs, backlog)
+            args.json.write_text(json.dumps(figures, indent=2))
         failed = False
     except KeyboardInterrupt:
         print("interrupted; stopping every process", file=sys.stderr)
