@@ -31,6 +31,14 @@ class Broker:
         pass
 
 
+@pytest.fixture
+def store(settings):
+    """The probe service's store on the test's database, its connections closed afterwards."""
+    store = probe_store(settings)
+    yield store
+    store.db.dispose()
+
+
 def outbox_with(store, count: int) -> list[str]:
     with store.unit_of_work() as uow:
         ids = [
@@ -49,8 +57,7 @@ def unpublished(store) -> list[str]:
         return list(rows)
 
 
-def test_rows_the_broker_did_not_confirm_stay_to_publish_again(settings):
-    store = probe_store(settings)
+def test_rows_the_broker_did_not_confirm_stay_to_publish_again(store):
     ids = outbox_with(store, 5)
     refused = {ids[1], ids[3]}
     broker = Broker(accept=lambda message_id: message_id not in refused)
@@ -64,8 +71,7 @@ def test_rows_the_broker_did_not_confirm_stay_to_publish_again(settings):
     assert relay.relay_once() == 0
 
 
-def test_a_failed_publish_leaves_the_whole_batch_to_publish(settings):
-    store = probe_store(settings)
+def test_a_failed_publish_leaves_the_whole_batch_to_publish(store):
     ids = outbox_with(store, 3)
     relay = Relay(store, Broker(fail=True), batch=2)
     with pytest.raises(BrokerUnavailable):
@@ -121,7 +127,7 @@ def test_only_a_full_batch_is_followed_at_once_by_the_next(pg_settings, batch):
         assert where_idle == [1, 3]
 
 
-def test_a_quiet_relay_looks_less_often_until_rows_come_again(settings, monkeypatch):
+def test_a_quiet_relay_looks_less_often_until_rows_come_again(store, monkeypatch):
     """Quiet for QUIET_AFTER seconds, a relay idles QUIET_SLOWER times longer between looks;
     the first look that finds rows brings it back to its interval."""
     import time
@@ -129,7 +135,6 @@ def test_a_quiet_relay_looks_less_often_until_rows_come_again(settings, monkeypa
     from shared import relay as relay_module
 
     monkeypatch.setattr(relay_module, "QUIET_AFTER", 0.05)
-    store = probe_store(settings)
     waits: list[float] = []
     relays: list[Relay] = []
 
