@@ -64,10 +64,11 @@ TARGET_P99_MS = 250.0  # at 100 webhooks/s; CasePro polled the flow engine every
 TARGET_BACKLOG_S = 10.0  # 10,000 messages
 SCRATCH_KEY = "bench.scratch"
 # The backlog's end is found by counting the inbox, a query over up to 10,000 rows: every 20 ms
-# it took a fifth of a core of PostgreSQL from the workers it measured, every 100 ms still 11 to
-# 13% of one. It counts every 100 ms or every LAG_PRECISION of the time since the workers
-# started, whichever is longer (late by at most that plus 0.1 s: 0.4 s at 15 s), and the
-# labeler's table (no index for it) every 500 ms.
+# it took a fifth of a core of PostgreSQL from the workers it measured, every 100 ms 11 to 13%
+# of one. It counts every 100 ms or every LAG_PRECISION of the time since the workers started,
+# whichever is longer (late by at most that plus 0.1 s: 0.4 s at 15 s; its backend still took
+# 9 to 10% of a core in session 12's runs, each count reading every row of the backlog), and
+# the labeler's table (no index for it) every 500 ms.
 BACKLOG_POLL, LABELER_POLL = 0.1, 0.5
 # Behind, the inbox is polled every LAG_PRECISION of the oldest unseen message's age, if that is
 # longer than --poll: a latency is then late by at most that share of itself (see above).

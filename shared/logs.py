@@ -95,7 +95,7 @@ _URN = re.compile(
     re.IGNORECASE,
 )
 # Kept as they are (they would otherwise look like phone numbers): UUIDs, ISO dates and times,
-# IPv4 addresses with their port (gunicorn's "Listening at: http://127.0.0.1:8000 (5313)").
+# IPv4 addresses, with their port or not (gunicorn's "Listening at: http://127.0.0.1:8000").
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 _KEEP = (
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
