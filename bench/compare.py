@@ -7,7 +7,9 @@ This script checks the baseline out in a temporary git worktree, gives it this c
 benchmark scripts (both codes are measured the same way), and runs ``bench/pipeline.py`` in the
 baseline and here in turn, ``--rounds`` times each. It prints each run's figures and each
 process's CPU per message as a share of all of it: a change to one process shows as that
-process's share falling while the machine's speed moves every figure together.
+process's share falling while the machine's speed moves every figure together. Each run also
+measures the skeleton pipeline (bench/skeleton.py) at the first rate: the product's CPU per
+message as a multiple of the skeleton's, from the same minutes, moves less with the machine.
 
     .venv/bin/python bench/compare.py BASELINE [--rounds 2] [-- pipeline options]
 
@@ -52,6 +54,8 @@ def table(results: list[tuple[str, dict]]) -> list[str]:
     header = ["code"]
     for rate in first["rates"]:
         header += [f"{rate['rate']:.0f}/s: CPU per message", "p99", "in inbox"]
+    if "skeleton" in first:
+        header += ["skeleton's CPU per message", "product / skeleton"]
     if "backlog" in first:
         header += ["backlog of the inbox", "ingest / durable anchor"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -63,6 +67,11 @@ def table(results: list[tuple[str, dict]]) -> list[str]:
                 f"{rate['p99_ms']:,.0f} ms",
                 f"{rate['in_inbox']:,} of {rate['expected']:,}",
             ]
+        if "skeleton" in figures:
+            skeleton = figures["skeleton"]
+            same = next(r for r in figures["rates"] if r["rate"] == skeleton["rate"])
+            cells.append(f"{skeleton['cpu_ms_per_message']:.2f} ms")
+            cells.append(f"{same['cpu_ms_per_message'] / skeleton['cpu_ms_per_message']:.2f}")
         if "backlog" in figures:
             cells.append(f"{figures['backlog']['seconds']:.1f} s")
             cells.append(f"{figures['ingest_per_s'] / figures['durable_per_s']:.2f}")

@@ -6,6 +6,9 @@ Measures, in one run and one namespace of its own (schemas and queues dropped at
   inserted into one table and committed before the answer, bench/durable_app.py: what any
   receiver that never answers 2xx before a commit must do), and a bare confirmed-publish rate to
   a scratch quorum queue: what the machine gives without the product;
+- the *skeleton* pipeline (bench/skeleton.py: the same processes, commits, relays and quorum
+  queues with none of the product's own work) at the first rate, for its CPU per message: the
+  anchor of the headline figure (``--no-skeleton`` leaves it out);
 - webhook -> labelled in the partner inbox, open loop at fixed rates: accepted/s, errors, how
   many made it and the latency percentiles;
 - a backlog: ingest at full speed with the relay and the workers stopped, then the ingest relay
@@ -51,6 +54,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
+from types import SimpleNamespace
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -165,6 +169,65 @@ def in_other_process(function, *args):
     """The load comes from a separate process, so the client does not share our GIL."""
     with multiprocessing.get_context("spawn").Pool(1) as pool:
         return pool.apply(function, args)
+
+
+@dataclass
+class SkeletonRun:
+    """bench/skeleton.py at one rate: the anchor of the CPU per message."""
+
+    rate: float
+    http: loadgen.Result
+    delivered: int  # messages the skeleton's cases consumer holds with their labels
+    cpu: CpuUse
+
+
+def skeleton_run(settings, env: dict[str, str], logs: Path, rate: float, seconds: float):
+    """The skeleton pipeline (bench/skeleton.py) driven at ``rate`` like the product: CPU of
+    its processes, PostgreSQL and RabbitMQ while sending and until every message is through.
+    Run before the product's stack starts, so that its idle processes cost nothing here."""
+    from bench import skeleton
+
+    skeleton.create(settings)
+    started = SimpleNamespace(processes={})  # what cpu_meter reads of a stack
+    try:
+        port = free_port()
+        web = "bench.skeleton:create_app()"
+        started.processes["skeleton web"] = bare_endpoint(port, env, logs / "skeleton-web.log", web)
+        for role, name in skeleton.PROCESSES:
+            with (logs / f"skeleton-{role}-{name}.log").open("ab") as output:
+                started.processes[f"skeleton {role} {name}"] = subprocess.Popen(
+                    [sys.executable, "-m", "bench.skeleton", role, name],
+                    cwd=REPO,
+                    env=env,
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                )
+        url = f"http://127.0.0.1:{port}/webhooks/{ORG}/flow"
+        plain = {"Content-Type": "application/json", "User-Agent": "Mailroom/9.3.0"}
+        with skeleton.connect(settings, autocommit=True) as look:
+            SCRIPT_BACKENDS.add(look.info.backend_pid)
+
+            def through(count: int, deadline: float) -> int:
+                while (done := skeleton.labelled(look)) < count and time.monotonic() < deadline:
+                    for name, process in started.processes.items():
+                        if process.poll() is not None:
+                            raise RuntimeError(f"{name} exited; see {logs}")
+                    time.sleep(0.05)
+                return done
+
+            warm = in_other_process(drive, url, plain, 20.0, 2.0, 97_000_000)[0]
+            before = through(warm.ok, time.monotonic() + 60)
+            cpu = CpuUse()
+            with cpu_meter(started, cpu):
+                http = in_other_process(drive, url, plain, rate, seconds, 98_000_000)[0]
+                delivered = through(before + http.ok, time.monotonic() + 120) - before
+        return SkeletonRun(rate, http, delivered, cpu)
+    finally:
+        for process in started.processes.values():
+            process.terminate()
+        for process in started.processes.values():
+            process.wait(timeout=30)
+        skeleton.drop(settings)
 
 
 # --- the stack, one process at a time ------------------------------------------------------------
@@ -814,7 +877,9 @@ def rate_text(result: loadgen.Result, count: int) -> str:
     return text
 
 
-def report(args, env_line, load, bare_http, durable_http, bare_publish, runs, backlog) -> str:
+def report(
+    args, env_line, load, bare_http, durable_http, bare_publish, runs, backlog, anchor
+) -> str:
     lines = [
         f"pipeline benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: {env_line}",
         f"load average (1 min) before {load[0]:.2f}, after {load[1]:.2f}; inbox polled every "
@@ -866,6 +931,8 @@ def report(args, env_line, load, bare_http, durable_http, bare_publish, runs, ba
     lines.append("")
     for run in runs:
         lines.append(cpu_per_message_line(run))
+    if anchor is not None:
+        lines.append(skeleton_line(anchor, runs))
     if backlog is not None:
         lines.append(
             f"CPU per message, backlog drain (labeler + cases workers, servers): "
@@ -915,7 +982,29 @@ def cpu_per_message_line(run) -> str:
     )
 
 
-def summary(env_line, bare_http, durable_http, runs, backlog) -> dict:
+def skeleton_line(anchor: SkeletonRun, runs: list[RateRun]) -> str:
+    """The anchor beside the headline: the skeleton's CPU per message at the same rate, each
+    of its processes' share, and the product's as a multiple of it."""
+    ok = anchor.http.ok
+    parts = ", ".join(
+        f"{name} {1000 * seconds / ok:.2f}"
+        for name, seconds in sorted(anchor.cpu.by_process.items(), key=lambda item: -item[1])
+        if name not in NOT_PRODUCT and ok and 1000 * seconds / ok >= 0.05
+    )
+    skeleton_ms = anchor.cpu.per_message_ms(ok)
+    line = (
+        f"CPU per message of the skeleton at {anchor.rate:.0f}/s (bench/skeleton.py: the same "
+        f"path without the product's own work; {anchor.delivered:,} of {ok:,} through): "
+        f"{skeleton_ms:.2f} ms (ms: {parts})"
+    )
+    same = next((run for run in runs if run.rate == anchor.rate), None)
+    if same is not None and skeleton_ms > 0:
+        product_ms = same.cpu.per_message_ms(same.http.ok)
+        line += f"; the product's {product_ms:.2f} ms is {product_ms / skeleton_ms:.2f} times it"
+    return line
+
+
+def summary(env_line, bare_http, durable_http, runs, backlog, anchor) -> dict:
     """The run's figures for a program (``--json``; bench/compare.py reads them)."""
 
     def cpu_ms(cpu: CpuUse, messages: int) -> dict[str, float]:
@@ -942,6 +1031,14 @@ def summary(env_line, bare_http, durable_http, runs, backlog) -> dict:
             for run in runs
         ],
     }
+    if anchor is not None:
+        result["skeleton"] = {
+            "rate": anchor.rate,
+            "through": anchor.delivered,
+            "accepted": anchor.http.ok,
+            "cpu_ms_per_message": anchor.cpu.per_message_ms(anchor.http.ok),
+            "cpu_ms_by_process": cpu_ms(anchor.cpu, anchor.http.ok),
+        }
     if backlog is not None:
         result["ingest_per_s"] = backlog.posting.rate
         result["backlog"] = {
@@ -970,6 +1067,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--cases-workers", type=int, default=1, help="cases worker processes (default 1)"
+    )
+    parser.add_argument(
+        "--no-skeleton",
+        dest="skeleton",
+        action="store_false",
+        help="leave out the skeleton pipeline (bench/skeleton.py) at the first rate",
     )
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
     parser.add_argument(
@@ -1026,6 +1129,14 @@ def main(argv=None) -> int:
         print(f"durable Flask (INSERT + commit): {rate_text(durable_http, args.bare)}", flush=True)
         bare_publish = bare_publish_rate(settings, args.publish, args.publish_size)
         print(f"bare confirmed publish: {bare_publish:,.0f}/s", flush=True)
+        anchor = None
+        if args.skeleton:
+            anchor = skeleton_run(settings, env, logs, args.rates[0], args.seconds)
+            print(
+                f"skeleton at {anchor.rate:.0f}/s: {anchor.cpu.per_message_ms(anchor.http.ok):.2f}"
+                f" ms of CPU per message ({anchor.delivered} of {anchor.http.ok} through)",
+                flush=True,
+            )
 
         stack.base_port = free_base_port()
         stack.start()
@@ -1101,12 +1212,13 @@ def main(argv=None) -> int:
                 bare_publish,
                 runs,
                 backlog,
+                anchor,
             )
         )
         if profiler:
             print(f"\nprofiles in {args.profile}\n{profiler.summary()}")
         if args.json:
-            figures = summary(env_line, bare_http, durable_http, runs, backlog)
+            figures = summary(env_line, bare_http, durable_http, runs, backlog, anchor)
             args.json.write_text(json.dumps(figures, indent=2))
         failed = False
     except KeyboardInterrupt:
