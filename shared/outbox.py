@@ -103,7 +103,7 @@ def insert_with_event(
         return True
     statement = _insert_with_event_statement(table, tuple(row), tuple(unique), outbox.__table__)
     params = {**row, **{f"event_{k}": v for k, v in outbox_row(event).items()}}
-    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+    with db.autocommit.connect() as conn:
         return conn.execute(statement, params).first() is not None
 
 

@@ -142,3 +142,37 @@ def test_a_batch_statement_is_parsed_once_not_at_every_execution(pg_settings):
             assert _queries._query2pg.cache_info().hits == before + 1
     finally:
         store.db.engine.dispose()
+
+
+def test_the_autocommit_pool_commits_each_statement_without_switching_its_connections(
+    pg_settings, monkeypatch
+):
+    """The ingest's one-statement writes (shared/outbox.py) go through a pool whose connections
+    stay in autocommit: what it ran is committed once it returns, with no switch into and out of
+    autocommit each time the pool hands a connection out and takes it back."""
+    store = probe_store(pg_settings)
+    pool = store.db.autocommit
+    calls: list[str] = []
+    for name in ("set_isolation_level", "reset_isolation_level"):
+        original = getattr(pool.dialect, name)
+
+        def spy(*args, _name=name, _original=original):
+            calls.append(_name)
+            return _original(*args)
+
+        monkeypatch.setattr(pool.dialect, name, spy)
+    opened, backends = [], set()
+    event.listen(pool, "connect", lambda *args: opened.append(1))
+    event_ids = [str(uuid.uuid4()) for _ in range(20)]
+    try:
+        for event_id in event_ids:
+            with pool.connect() as conn:
+                conn.execute(insert(Inbox).values(consumer=CONSUMER, event_id=event_id))
+                backends.add(conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+        with store.db.session() as session:  # another connection, another pool
+            assert handled_among(session, event_ids) == set(event_ids)
+        assert len(opened) == 1 and len(backends) == 1
+        assert calls.count("set_isolation_level") <= 1  # when it connected, not at each use
+        assert calls.count("reset_isolation_level") == 0
+    finally:
+        store.db.dispose()

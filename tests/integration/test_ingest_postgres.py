@@ -57,8 +57,8 @@ def test_a_webhook_is_written_in_one_statement_without_a_ping(ingest):
     client, headers = app.test_client(), {"Authorization": f"Token {secret}"}
     client.post(URL, data=fixture("resthook.json"), headers=headers)  # secrets cached, pooled
     statements = []
-    listen = sa.event.listen
-    listen(store.db.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    for engine in (store.db.engine, store.db.autocommit):
+        sa.event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
     body = fixture("editor_default.json")
     assert client.post(URL, data=body, headers=headers).status_code == 200
     writes = [s for s in statements if "webhook_secrets" not in s]  # tests read them each time
@@ -74,10 +74,13 @@ def test_a_connection_the_database_closed_is_replaced_and_the_webhook_accepted(i
     app, store, secret = ingest
     client, headers = app.test_client(), {"Authorization": f"Token {secret}"}
     assert client.post(URL, data=fixture("resthook.json"), headers=headers).status_code == 200
-    with store.db.engine.connect() as pooled:  # the pool's one connection, given back after
-        backend = pooled.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+    backends = []
+    for engine in (store.db.engine, store.db.autocommit):  # each pool's one connection
+        with engine.connect() as pooled:
+            backends.append(pooled.execute(sa.text("SELECT pg_backend_pid()")).scalar_one())
     with psycopg_connect(store) as admin:
-        admin.execute("SELECT pg_terminate_backend(%s)", (backend,))
+        for backend in backends:
+            admin.execute("SELECT pg_terminate_backend(%s)", (backend,))
     response = client.post(URL, data=fixture("editor_default.json"), headers=headers)
     assert response.status_code == 200, response.json
     assert counts(store) == (2, 2)

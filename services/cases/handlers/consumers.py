@@ -111,7 +111,7 @@ def prepare_message_events(uow: UnitOfWork, events: list[Envelope]) -> None:
                 known.open_cases[contact.id] = case
         new = {u: e for u, e in contact_events.items() if (org.key, u) not in known.contacts}
         if new and db.is_postgres:
-            with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as own:
+            with db.autocommit.connect() as own:
                 created = insert_contacts_committed(own, org, new)
             for row in created:  # committed: into the session as they are, without a SELECT
                 contact = Contact(**row)
