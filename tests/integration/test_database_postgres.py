@@ -14,7 +14,7 @@ import threading
 import uuid
 
 import pytest
-from sqlalchemy import event, insert, select, text
+from sqlalchemy import event, func, insert, select, text
 
 from tests.support import Inbox, probe_store
 
@@ -174,5 +174,26 @@ def test_the_autocommit_pool_commits_each_statement_without_switching_its_connec
         assert len(opened) == 1 and len(backends) == 1
         assert calls.count("set_isolation_level") <= 1  # when it connected, not at each use
         assert calls.count("reset_isolation_level") == 0
+    finally:
+        store.db.dispose()
+
+
+def test_rows_given_to_one_insert_reach_postgres_as_one_statement(pg_settings):
+    """An ORM flush of new rows, and ``execute(insert, rows)``, send one multi-row INSERT, not
+    one execution per row (psycopg's ``executemany``): PostgreSQL starts one statement."""
+    store = probe_store(pg_settings)
+    sent: list[str] = []
+    event.listen(store.db.engine, "before_cursor_execute", lambda *a: sent.append(a[2]))
+    try:
+        with store.db.session() as session:
+            session.add_all(Inbox(consumer=CONSUMER, event_id=str(uuid.uuid4())) for _ in range(5))
+            session.flush()
+            session.execute(
+                insert(Inbox),
+                [{"consumer": CONSUMER, "event_id": str(uuid.uuid4())} for _ in range(5)],
+            )
+            inserts = [sql for sql in sent if sql.startswith("INSERT")]
+            assert len(inserts) == 2 and all(sql.count("), (") == 4 for sql in inserts), inserts
+            assert session.scalar(select(func.count()).select_from(Inbox)) == 10
     finally:
         store.db.dispose()
