@@ -60,14 +60,18 @@ created_at = Annotated[datetime, mapped_column(UTCDateTime(), default=utcnow)]
 utc_datetime = Annotated[datetime, mapped_column(UTCDateTime())]
 
 
-def connection_options(schema: str) -> str:
-    """PostgreSQL settings of every connection: the service's schema first, and a plan made for
-    each execution's own values. psycopg prepares a statement run five times; PostgreSQL may then
-    keep one generic plan for it, made while the service's tables were new and their statistics
-    empty. Such a plan looked the inbox up by consumer alone and filtered every row of it by
-    event id: a worker's batch check grew with the inbox (10 ms at 20,000 rows) until the next
-    ANALYZE. Planning these short statements each time costs a fraction of that."""
-    return f"-csearch_path={schema} -cplan_cache_mode=force_custom_plan"
+def connection_options(schema: str, *, custom_plans: bool = True) -> str:
+    """PostgreSQL settings of a connection: the service's schema first, and (``custom_plans``) a
+    plan made for each execution's own values. psycopg prepares a statement run five times;
+    PostgreSQL may then keep one generic plan for it, made while the service's tables were new
+    and their statistics empty. Such a plan looked the inbox up by consumer alone and filtered
+    every row of it by event id: a worker's batch check grew with the inbox (10 ms at 20,000
+    rows) until the next ANALYZE. Planning these short statements each time costs a fraction of
+    that. A statement with one possible plan (an INSERT of values) loses nothing to a generic
+    one, and saves the planning: the ingest's write took 90 us of PostgreSQL's CPU to plan at
+    each webhook (pg_stat_statements, bench/pipeline.py at 100/s)."""
+    plans = "force_custom_plan" if custom_plans else "auto"
+    return f"-csearch_path={schema} -cplan_cache_mode={plans}"
 
 
 class Database:
@@ -119,7 +123,9 @@ class Database:
     @property
     def autocommit(self) -> Engine:
         """PostgreSQL only: a pool of its own whose connections stay in autocommit, for work
-        that is one statement, atomic by itself (the ingest's whole write, shared/outbox.py).
+        that is one statement, atomic by itself (the ingest's whole write, shared/outbox.py), and
+        an INSERT of values: its connections let PostgreSQL keep a generic plan
+        (``connection_options``), which is the one plan such a statement has.
 
         The same work on ``engine.connect().execution_options(isolation_level="AUTOCOMMIT")``
         switched the connection into autocommit as the pool handed it out and back as it took
@@ -131,11 +137,15 @@ class Database:
         if self._autocommit is None:
             if not self.is_postgres:
                 raise RuntimeError("the autocommit pool is for PostgreSQL")
-            self._autocommit = create_engine(
-                self.engine.url,
-                isolation_level="AUTOCOMMIT",
-                pool_reset_on_return=None,
+            options = {
                 **self._engine_options,
+                "connect_args": {
+                    **self._engine_options["connect_args"],
+                    "options": connection_options(self.schema, custom_plans=False),
+                },
+            }
+            self._autocommit = create_engine(
+                self.engine.url, isolation_level="AUTOCOMMIT", pool_reset_on_return=None, **options
             )
             rows_in_one_statement(self._autocommit)
         return self._autocommit

@@ -149,7 +149,8 @@ def test_the_autocommit_pool_commits_each_statement_without_switching_its_connec
 ):
     """The ingest's one-statement writes (shared/outbox.py) go through a pool whose connections
     stay in autocommit: what it ran is committed once it returns, with no switch into and out of
-    autocommit each time the pool hands a connection out and takes it back."""
+    autocommit each time the pool hands a connection out and takes it back; and PostgreSQL
+    keeps a generic plan of such an INSERT instead of planning it at every execution."""
     store = probe_store(pg_settings)
     pool = store.db.autocommit
     calls: list[str] = []
@@ -169,9 +170,15 @@ def test_the_autocommit_pool_commits_each_statement_without_switching_its_connec
             with pool.connect() as conn:
                 conn.execute(insert(Inbox).values(consumer=CONSUMER, event_id=event_id))
                 backends.add(conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+        with pool.connect() as conn:  # the one connection: psycopg prepared the INSERT
+            generic = conn.exec_driver_sql(
+                "SELECT generic_plans FROM pg_prepared_statements"
+                " WHERE statement LIKE 'INSERT INTO inbox%%'"
+            ).scalar_one()
         with store.db.session() as session:  # another connection, another pool
             assert handled_among(session, event_ids) == set(event_ids)
         assert len(opened) == 1 and len(backends) == 1
+        assert generic > 0  # planned once, not at every execution
         assert calls.count("set_isolation_level") <= 1  # when it connected, not at each use
         assert calls.count("reset_isolation_level") == 0
     finally:
