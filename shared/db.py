@@ -100,6 +100,7 @@ class Database:
                     "connect_timeout": 5,
                 },
                 "hide_parameters": True,  # errors end up in logs: keep message text and URNs out
+                "insertmanyvalues_page_size": ROWS_PER_STATEMENT,
             }
             self.engine = create_engine(settings.database_url, **self._engine_options)
             rows_in_one_statement(self.engine)
@@ -214,10 +215,14 @@ def rows_in_one_statement(engine: Engine) -> None:
 
 
 # psycopg's own limits are 4,096 bytes and 50 parameters: these cover a batch of 50 rows of
-# the widest table a worker writes (the cases service's messages: 16 columns), not the
+# the widest table a worker writes (the cases service's messages: 20 columns), not the
 # 2,000-row chunks of a rebuild or an import (parsed anew each time, as before).
 CACHED_STATEMENT_LENGTH = 64 * 1024
 CACHED_STATEMENT_PARAMS = 1_000
+# Rows in one multi-row INSERT (``rows_in_one_statement``): a worker's batch in one statement,
+# and a bulk write of thousands of rows (an import, a rebuild) in statements that stay within
+# the limits above, parsed once and prepared, rather than SQLAlchemy's default of 1,000 rows.
+ROWS_PER_STATEMENT = 50
 
 
 def cache_batch_statements() -> None:

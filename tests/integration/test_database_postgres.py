@@ -16,6 +16,7 @@ import uuid
 import pytest
 from sqlalchemy import event, func, insert, select, text
 
+from shared.db import ROWS_PER_STATEMENT
 from tests.support import Inbox, probe_store
 
 pytestmark = pytest.mark.integration
@@ -187,7 +188,8 @@ def test_the_autocommit_pool_commits_each_statement_without_switching_its_connec
 
 def test_rows_given_to_one_insert_reach_postgres_as_one_statement(pg_settings):
     """An ORM flush of new rows, and ``execute(insert, rows)``, send one multi-row INSERT, not
-    one execution per row (psycopg's ``executemany``): PostgreSQL starts one statement."""
+    one execution per row (psycopg's ``executemany``): PostgreSQL starts one statement, or one
+    per ``ROWS_PER_STATEMENT`` rows."""
     store = probe_store(pg_settings)
     sent: list[str] = []
     event.listen(store.db.engine, "before_cursor_execute", lambda *a: sent.append(a[2]))
@@ -201,6 +203,13 @@ def test_rows_given_to_one_insert_reach_postgres_as_one_statement(pg_settings):
             )
             inserts = [sql for sql in sent if sql.startswith("INSERT")]
             assert len(inserts) == 2 and all(sql.count("), (") == 4 for sql in inserts), inserts
-            assert session.scalar(select(func.count()).select_from(Inbox)) == 10
+            # A bulk write goes in statements of ROWS_PER_STATEMENT rows, which psycopg parses
+            # once and prepares (SQLAlchemy's default pages of 1,000 rows were parsed each time).
+            sent.clear()
+            many = [{"consumer": CONSUMER, "event_id": str(uuid.uuid4())} for _ in range(120)]
+            session.execute(insert(Inbox), many)
+            rows_each = [sql.count("), (") + 1 for sql in sent if sql.startswith("INSERT")]
+            assert rows_each == [ROWS_PER_STATEMENT, ROWS_PER_STATEMENT, 20], rows_each
+            assert session.scalar(select(func.count()).select_from(Inbox)) == 130
     finally:
         store.db.dispose()
