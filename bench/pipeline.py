@@ -971,14 +971,18 @@ def cpu_per_message_line(run) -> str:
     """The headline: CPU seconds of every product process, PostgreSQL and RabbitMQ over the
     run (sending and settling) per accepted webhook, and each one's share."""
     ok = run.http.ok
-    parts = ", ".join(
-        f"{name} {1000 * seconds / ok:.2f}"
-        for name, seconds in sorted(run.cpu.by_process.items(), key=lambda item: -item[1])
-        if name not in NOT_PRODUCT and ok and 1000 * seconds / ok >= 0.05
-    )
     return (
         f"**CPU per message at {run.rate:.0f}/s: {run.cpu.per_message_ms(ok):.2f} ms** "
-        f"(every product process, PostgreSQL and RabbitMQ; ms: {parts})"
+        f"(every product process, PostgreSQL and RabbitMQ; ms: {by_process_ms(run.cpu, ok)})"
+    )
+
+
+def by_process_ms(cpu: CpuUse, messages: int) -> str:
+    """Each process's CPU per message, busiest first, those of 0.05 ms and over."""
+    return ", ".join(
+        f"{name} {1000 * seconds / messages:.2f}"
+        for name, seconds in sorted(cpu.by_process.items(), key=lambda item: -item[1])
+        if name not in NOT_PRODUCT and messages and 1000 * seconds / messages >= 0.05
     )
 
 
@@ -986,16 +990,11 @@ def skeleton_line(anchor: SkeletonRun, runs: list[RateRun]) -> str:
     """The anchor beside the headline: the skeleton's CPU per message at the same rate, each
     of its processes' share, and the product's as a multiple of it."""
     ok = anchor.http.ok
-    parts = ", ".join(
-        f"{name} {1000 * seconds / ok:.2f}"
-        for name, seconds in sorted(anchor.cpu.by_process.items(), key=lambda item: -item[1])
-        if name not in NOT_PRODUCT and ok and 1000 * seconds / ok >= 0.05
-    )
     skeleton_ms = anchor.cpu.per_message_ms(ok)
     line = (
         f"CPU per message of the skeleton at {anchor.rate:.0f}/s (bench/skeleton.py: the same "
         f"path without the product's own work; {anchor.delivered:,} of {ok:,} through): "
-        f"{skeleton_ms:.2f} ms (ms: {parts})"
+        f"{skeleton_ms:.2f} ms (ms: {by_process_ms(anchor.cpu, ok)})"
     )
     same = next((run for run in runs if run.rate == anchor.rate), None)
     if same is not None and skeleton_ms > 0:
